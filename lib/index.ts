@@ -1,0 +1,11 @@
+// node-multiprocessing: Python's multiprocessing for Node.
+export { BrokenBarrierError, Empty, Full, OwnerDiedError, TimeoutError, WorkerLostError } from './errors';
+export { SharedMemory } from './shared-memory';
+export type { SharedMemoryOptions } from './shared-memory';
+export {
+  Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore,
+} from './synchronize';
+export type { AcquireOptions, AcquireSyncOptions, BarrierOptions } from './synchronize';
+export type { ElementOf, Typecode, TypedArrayOf, TypeName, ValueOf } from './typecodes';
+export { RawArray, RawValue, SharedArray as Array, Value } from './value';
+export type { SharedArray, SharedArrayMethods, SharedOptions } from './value';

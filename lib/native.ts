@@ -1,0 +1,65 @@
+// The one loader of the addon, and the types of everything it exports. No other module touches
+// the raw binding's shape without going through these types.
+import * as path from 'path';
+
+export interface SpawnOptions {
+  file: string;
+  argv: string[];
+  env: string[];
+  cwd?: string;
+  cpus?: number[];
+  /** Our fds to hand on: the i-th arrives in the child as fd 3 + i. */
+  passFds: number[];
+}
+
+export interface ReapResult {
+  exitCode: number;
+  userCPUTime: number;
+  systemCPUTime: number;
+  maxRSS: number;
+}
+
+/** futexWait / futexWaitAsync results. */
+export const enum WaitResult {
+  Woken = 0,
+  TimedOut = 1,
+  NotEqual = 2,
+  Fault = 3,
+}
+
+export interface Binding {
+  // shm.h
+  createAnonymous(size: number): number;
+  createNamed(name: string, size: number): number;
+  openNamed(name: string): number;
+  openFromProcess(pid: number, fd: number, dev: number, ino: number): number;
+  checkOwnFd(fd: number, dev: number, ino: number): number;
+  identify(fd: number): [dev: number, ino: number, size: number];
+  map(fd: number, size: number): ArrayBuffer;
+  unmap(buffer: ArrayBuffer): void;
+  closeFd(fd: number): void;
+  unlink(name: string): void;
+  // futex.h, waiter.h
+  futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined): WaitResult;
+  futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
+  setWaitCallback(dispatch: (id: number, result: WaitResult) => void): void;
+  futexWaitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined): number;
+  futexCancel(id: number): void;
+  processGone(pid: number): boolean;
+  // spawn.h, tracker.h
+  spawn(options: SpawnOptions): { pid: number; pidfd: number };
+  tryReap(pid: number): ReapResult | null;
+  waitExit(pidfd: number, timeoutMs: number): boolean;
+  setExitCallback(dispatch: (pidfd: number) => void): void;
+  watchExit(pidfd: number, keepAlive: boolean): void;
+  unwatchExit(pidfd: number): void;
+  startTracker(): { fd: number; pid: number };
+  socketPair(): [number, number];
+}
+
+/** The package root: dist/ is one level below it. */
+export const packageRoot = path.resolve(__dirname, '..');
+
+// node-gyp-build picks a prebuild for this platform, else build/Release.
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+export const native: Binding = require('node-gyp-build')(packageRoot);

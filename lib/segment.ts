@@ -1,0 +1,101 @@
+// A mapped shared-memory file: the memory under every Value, Array and lock.
+//
+// Segments are anonymous (memfd): no name exists, so none can leak when a process dies. Another
+// process reaches one by its handle: it may have inherited the fd at spawn, or it re-opens the
+// creator's fd through /proc/<pid>/fd (checked by device and inode, never trusted by number).
+// Each process maps a given segment once, however many messages or objects refer to it.
+import { native } from './native';
+
+export interface SegmentHandle {
+  /** A process that holds the fd (the creator, or whoever passed it on). */
+  pid: number;
+  fd: number;
+  dev: number;
+  ino: number;
+  size: number;
+}
+
+const byIdentity = new Map<string, WeakRef<Segment>>();
+/** fds inherited at spawn, by identity, waiting for their first attach. */
+const inherited = new Map<string, number>();
+const closeOnCollect = new FinalizationRegistry<number>((fd) => native.closeFd(fd));
+
+function identity(dev: number, ino: number): string {
+  return `${dev}:${ino}`;
+}
+
+export class Segment {
+  readonly buffer: ArrayBuffer;
+  readonly fd: number;
+  readonly dev: number;
+  readonly ino: number;
+  readonly size: number;
+  #closed = false;
+
+  private constructor(fd: number, size: number) {
+    const [dev, ino] = native.identify(fd);
+    this.fd = fd;
+    this.dev = dev;
+    this.ino = ino;
+    this.size = size;
+    try {
+      this.buffer = native.map(fd, size);
+    } catch (err) {
+      native.closeFd(fd);
+      throw err;
+    }
+    byIdentity.set(identity(dev, ino), new WeakRef(this));
+    closeOnCollect.register(this, fd, this);
+  }
+
+  /** A fresh zero-filled segment; its pages are reserved now (ENOSPC here, never SIGBUS later). */
+  static create(size: number): Segment {
+    return new Segment(native.createAnonymous(size), size);
+  }
+
+  /** Takes over an fd this process opened (a named segment) and maps `size` bytes of it. */
+  static fromFd(fd: number, size: number): Segment {
+    return new Segment(fd, size);
+  }
+
+  /** Maps a segment of another process (or finds our mapping of it). */
+  static attach(handle: SegmentHandle): Segment {
+    const key = identity(handle.dev, handle.ino);
+    const known = byIdentity.get(key)?.deref();
+    if (known !== undefined && !known.closed) return known;
+    let fd = -1;
+    const passed = inherited.get(key);
+    if (passed !== undefined) {
+      inherited.delete(key);
+      fd = native.checkOwnFd(passed, handle.dev, handle.ino);
+    }
+    if (fd < 0) fd = native.openFromProcess(handle.pid, handle.fd, handle.dev, handle.ino);
+    return new Segment(fd, handle.size);
+  }
+
+  /** Records fds this process was started with, so attaching them opens nothing. */
+  static adoptInherited(list: Array<{ fd: number; dev: number; ino: number }>): void {
+    for (const { fd, dev, ino } of list) inherited.set(identity(dev, ino), fd);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  handle(): SegmentHandle {
+    if (this.#closed) throw new Error('this shared object is closed');
+    return { pid: process.pid, fd: this.fd, dev: this.dev, ino: this.ino, size: this.size };
+  }
+
+  /** Unmaps now (the garbage collector cannot see mapped bytes) and closes the fd. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeOnCollect.unregister(this);
+    const key = identity(this.dev, this.ino);
+    if (byIdentity.get(key)?.deref() === this) byIdentity.delete(key);
+    native.unmap(this.buffer);
+    native.closeFd(this.fd);
+  }
+}
+

@@ -1,0 +1,120 @@
+// Python's multiprocessing.shared_memory.SharedMemory: a named POSIX segment any process of the
+// same user can attach to by name.
+//
+// The creator's names are unlinked when it exits, however it exits (the tracker watches it), unless
+// it was created with track: false. An attacher never unlinks: only unlink() does.
+import { randomBytes } from 'crypto';
+
+import { native } from './native';
+import { Segment } from './segment';
+import { kShare, registerKind, ShareDescription } from './shared';
+import { track, untrack } from './tracker';
+import { describe } from './wait';
+
+export interface SharedMemoryOptions {
+  /** Without a leading '/'. Generated (unguessable) when creating without one. */
+  name?: string;
+  create?: boolean;
+  /** Bytes; required (> 0) when creating. */
+  size?: number;
+  /** false: the segment outlives its creator until someone calls unlink() (Python 3.13's track). */
+  track?: boolean;
+}
+
+const MAX_NAME = 255;
+
+function checkName(name: unknown): string {
+  if (typeof name !== 'string') throw new TypeError(`SharedMemory(): name must be a string, got ${describe(name)}`);
+  const bare = name.startsWith('/') ? name.slice(1) : name;
+  if (bare.length === 0 || bare.length > MAX_NAME || bare.includes('/') || bare.includes('\0') || bare === '.' || bare === '..') {
+    throw new TypeError(`SharedMemory(): invalid name ${describe(name)}: 1 to ${MAX_NAME} characters, no '/'`);
+  }
+  return bare;
+}
+
+function generatedName(tracked: boolean): string {
+  const rand = randomBytes(8).toString('hex');
+  return tracked ? `nmp_${process.pid.toString(36)}_${rand}` : `nmpu_${rand}`;
+}
+
+export class SharedMemory {
+  readonly name!: string;
+  readonly size!: number;
+  private seg!: Segment;
+  private tracked = false;
+  private view: Uint8Array | undefined;
+
+  constructor(options: SharedMemoryOptions) {
+    if (typeof options !== 'object' || options === null) {
+      throw new TypeError(`SharedMemory(): options must be an object, got ${describe(options)}`);
+    }
+    const { create = false, size = 0, track: trackIt = true } = options;
+    if (typeof create !== 'boolean') throw new TypeError(`SharedMemory(): create must be a boolean, got ${describe(create)}`);
+    if (typeof trackIt !== 'boolean') throw new TypeError(`SharedMemory(): track must be a boolean, got ${describe(trackIt)}`);
+    if (typeof size !== 'number' || !Number.isInteger(size)) {
+      throw new TypeError(`SharedMemory(): size must be an integer, got ${describe(size)}`);
+    }
+    if (size < 0 || size > Number.MAX_SAFE_INTEGER) throw new RangeError(`SharedMemory(): size must be a positive number of bytes, got ${size}`);
+    if (!create) {
+      if (options.name === undefined) throw new TypeError('SharedMemory(): name is required when not creating');
+      const name = checkName(options.name);
+      const fd = native.openNamed(name);
+      const actual = native.identify(fd)[2];
+      Object.assign(this, { name, size: actual, seg: Segment.fromFd(fd, actual) });
+      return;
+    }
+    if (size === 0) throw new RangeError("SharedMemory(): size must be a positive number of bytes when creating");
+    const name = options.name === undefined ? generatedName(trackIt) : checkName(options.name);
+    const fd = native.createNamed(name, size);
+    try {
+      Object.assign(this, { name, size, seg: Segment.fromFd(fd, size) });
+      if (trackIt) {
+        track(name);
+        this.tracked = true;
+      }
+    } catch (err) {
+      native.unlink(name);
+      throw err;
+    }
+  }
+
+  /** @internal */
+  static over(seg: Segment, name: string): SharedMemory {
+    const shm = Object.create(SharedMemory.prototype) as SharedMemory;
+    Object.assign(shm, { name, size: seg.size, seg, tracked: false });
+    return shm;
+  }
+
+  /** The segment's bytes (detached, length 0, after close()). */
+  get buf(): Uint8Array {
+    return (this.view ??= new Uint8Array(this.seg.buffer));
+  }
+
+  /** Unmaps it in this process; the segment lives on for the others. */
+  close(): void {
+    this.seg.close();
+  }
+
+  /** Removes the name for everyone; mappings stay valid until they are closed. */
+  unlink(): void {
+    native.unlink(this.name);
+    if (this.tracked) {
+      this.tracked = false;
+      untrack(this.name);
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  [kShare](): ShareDescription {
+    return { kind: 'SharedMemory', segments: [this.seg], state: this.name };
+  }
+
+  toString(): string {
+    return `SharedMemory(${JSON.stringify(this.name)}, size=${this.size})`;
+  }
+}
+
+registerKind('SharedMemory', (segs, name: string) => SharedMemory.over(segs[0], name));

@@ -1,0 +1,135 @@
+// How shared objects cross into another process: each kind describes itself as segment handles
+// plus a little state, and is revived on the other side over the same memory (never a copy).
+// Arguments are walked through plain objects and arrays; everything else goes to v8.serialize.
+import * as v8 from 'v8';
+
+import { Segment, SegmentHandle } from './segment';
+import { describe } from './wait';
+
+export const kShare = Symbol('node-multiprocessing.share');
+
+export interface ShareDescription {
+  kind: string;
+  segments: Segment[];
+  /** Plain data, and other shared objects, which are described in turn. */
+  state?: unknown;
+}
+
+export interface Shareable {
+  [kShare](): ShareDescription;
+}
+
+type Reviver = (segments: Segment[], state: any) => unknown;
+
+const MARK = '__nodeMultiprocessingShared__';
+const revivers = new Map<string, Reviver>();
+
+export function registerKind(kind: string, revive: Reviver): void {
+  revivers.set(kind, revive);
+}
+
+export function isShareable(value: unknown): value is Shareable {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && kShare in value;
+}
+
+function isPlain(value: object): boolean {
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Replaces shared objects by their descriptions, reporting each segment to `onSegment` (the
+ * sender passes those fds along). Returns a structure v8.serialize can take.
+ */
+export function encode(value: unknown, onSegment?: (segment: Segment) => void): unknown {
+  const seen = new Map<object, unknown>();
+  const walk = (v: unknown): unknown => {
+    if (typeof v !== 'object' || v === null) return v;
+    if (seen.has(v)) return seen.get(v);
+    if (isShareable(v)) {
+      const d = v[kShare]();
+      const handles: SegmentHandle[] = d.segments.map((s) => {
+        onSegment?.(s);
+        return s.handle();
+      });
+      const out = { [MARK]: d.kind, segments: handles, state: walk(d.state) };
+      seen.set(v, out);
+      return out;
+    }
+    if (Array.isArray(v)) {
+      const out: unknown[] = [];
+      seen.set(v, out);
+      for (let i = 0; i < v.length; i++) out.push(walk(v[i]));
+      return out;
+    }
+    if (isPlain(v)) {
+      const out: Record<string, unknown> = {};
+      seen.set(v, out);
+      for (const key of Object.keys(v)) out[key] = walk((v as Record<string, unknown>)[key]);
+      return out;
+    }
+    return v;
+  };
+  return walk(value);
+}
+
+export function decode(value: unknown): unknown {
+  const seen = new Map<object, unknown>();
+  const walk = (v: unknown): unknown => {
+    if (typeof v !== 'object' || v === null) return v;
+    if (seen.has(v)) return seen.get(v);
+    if (Array.isArray(v)) {
+      const out: unknown[] = [];
+      seen.set(v, out);
+      for (let i = 0; i < v.length; i++) out.push(walk(v[i]));
+      return out;
+    }
+    if (!isPlain(v)) return v;
+    const rec = v as Record<string, unknown>;
+    if (typeof rec[MARK] === 'string') {
+      const revive = revivers.get(rec[MARK] as string);
+      if (revive === undefined) throw new TypeError(`cannot revive a shared ${rec[MARK]}: unknown kind`);
+      const segments = (rec.segments as SegmentHandle[]).map((h) => Segment.attach(h));
+      const out = revive(segments, walk(rec.state));
+      seen.set(v, out);
+      return out;
+    }
+    const out: Record<string, unknown> = {};
+    seen.set(v, out);
+    for (const key of Object.keys(rec)) out[key] = walk(rec[key]);
+    return out;
+  };
+  return walk(value);
+}
+
+/**
+ * v8.serialize with an error that names what could not be cloned: a TypeError thrown before
+ * anything is sent.
+ */
+export function serialize(value: unknown, what: string): Buffer {
+  try {
+    return v8.serialize(value);
+  } catch (err) {
+    const where = findUncloneable(value, what) ?? what;
+    throw new TypeError(`${where} cannot be sent to another process: ${(err as Error).message}`);
+  }
+}
+
+function findUncloneable(value: unknown, path: string, depth = 0): string | undefined {
+  if (typeof value === 'function' || typeof value === 'symbol') return `${path} (${describe(value)})`;
+  if (typeof value !== 'object' || value === null || depth > 32) return undefined;
+  try {
+    v8.serialize(value);
+    return undefined;
+  } catch {
+    // this one fails: look for the part that does
+  }
+  const entries: Array<[string, unknown]> = value instanceof Map
+    ? [...value.entries()].map(([k, v]) => [`.get(${describe(k)})`, v])
+    : Array.isArray(value) ? value.map((v, i) => [`[${i}]`, v]) : Object.entries(value).map(([k, v]) => [`.${k}`, v]);
+  for (const [key, v] of entries) {
+    const found = findUncloneable(v, path + key, depth + 1);
+    if (found !== undefined) return found;
+  }
+  return `${path} (${describe(value)})`;
+}

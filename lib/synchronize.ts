@@ -1,0 +1,810 @@
+// Process-shared locks and their kin over shared memory.
+//
+// Every uncontended path is a JS Atomics operation on the shared words, with no native call
+// (one Node-API call costs more than a whole acquire+release). Contended paths spin briefly,
+// then sleep on a futex: on this thread for the ...Sync forms, on a native waiter thread for the
+// Promise forms, so an await never blocks the event loop.
+//
+// Lock word: 0 when free, else the owner's id (pid in bits 0-21, worker thread id in 22-29) with
+// bit 30 set when somebody may be sleeping on it. A waiter that finds the owner's pid gone frees
+// the lock and throws OwnerDiedError: the next acquirer sees the death, and the lock is usable.
+import { threadId } from 'worker_threads';
+
+import { BrokenBarrierError, OwnerDiedError, releasedTooManyTimes } from './errors';
+import { native } from './native';
+import { Segment } from './segment';
+import { kShare, registerKind, ShareDescription } from './shared';
+import {
+  checkSignal, checkTimeout, deadlineAfter, describe, remaining, runAsync, runSync, wake, WaitPlan, WaitResult,
+} from './wait';
+
+const WAITERS = 0x40000000;
+const PID_MASK = 0x3fffff;
+const OWNER_MASK = 0x3fffffff;
+/** This thread's owner id. */
+const SELF = (process.pid & PID_MASK) | ((threadId & 0xff) << 22);
+const SPINS = 200;
+/** How often a sleeping waiter looks at whether the owner is still alive. */
+const OWNER_CHECK_MS = 100;
+const ALL = 0x7fffffff;
+/** Every primitive gets its own small segment (a page is mapped either way). */
+const PRIMITIVE_BYTES = 64;
+
+export interface AcquireOptions {
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+export interface AcquireSyncOptions {
+  blocking?: boolean;
+  timeout?: number;
+}
+
+function checkOptions(options: unknown, caller: string): Record<string, unknown> {
+  if (options === undefined || options === null) return {};
+  if (typeof options !== 'object') throw new TypeError(`${caller}: options must be an object, got ${describe(options)}`);
+  return options as Record<string, unknown>;
+}
+
+function checkBlocking(blocking: unknown): boolean {
+  if (blocking === undefined) return true;
+  if (typeof blocking !== 'boolean') throw new TypeError(`blocking must be a boolean, got ${describe(blocking)}`);
+  return blocking;
+}
+
+/** Words of one primitive inside a segment. */
+abstract class Primitive {
+  protected seg!: Segment;
+  protected w!: Int32Array;
+  protected off!: number;
+
+  protected bind(seg: Segment, byteOffset: number, words: number): void {
+    this.seg = seg;
+    this.off = byteOffset;
+    this.w = new Int32Array(seg.buffer, byteOffset, words);
+  }
+
+  /** Futex address of word `i`, for wait requests. */
+  protected at(i: number, expected: number, timeout: number | undefined) {
+    return { buffer: this.seg.buffer, byteOffset: this.off + 4 * i, expected, timeout };
+  }
+
+  protected wake(i: number, count: number): void {
+    wake(this.seg.buffer, this.off + 4 * i, count);
+  }
+
+  /** Unmaps this process's view now. Other processes are not affected. */
+  close(): void {
+    this.seg.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lock and RLock
+
+/** A non-recursive lock, as Python's multiprocessing.Lock: any process may release it. */
+export class Lock extends Primitive {
+  constructor() {
+    super();
+    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 2);
+  }
+
+  /** @internal Revives a lock of another process over the same memory. */
+  static over<T extends Lock>(this: new () => T, seg: Segment, byteOffset: number): T {
+    const lock = Object.create(this.prototype) as T;
+    lock.bind(seg, byteOffset, 2);
+    return lock;
+  }
+
+  protected get recursive(): boolean {
+    return false;
+  }
+
+  /** Blocks this thread; returns false if the timeout passed (or, non-blocking, if it is held). */
+  acquireSync(options?: AcquireSyncOptions): boolean {
+    if (options === undefined && Atomics.compareExchange(this.w, 0, 0, SELF) === 0) return true;
+    const o = checkOptions(options, 'acquireSync');
+    return runSync(this.acquirePlan(checkBlocking(o.blocking), checkTimeout(o.timeout)));
+  }
+
+  /** Resolves true once held, false on timeout; never blocks the event loop. */
+  acquire(options?: AcquireOptions): Promise<boolean> {
+    if (options === undefined && Atomics.compareExchange(this.w, 0, 0, SELF) === 0) return Promise.resolve(true);
+    try {
+      const o = checkOptions(options, 'acquire');
+      const signal = checkSignal(o.signal);
+      return runAsync(this.acquirePlan(true, checkTimeout(o.timeout)), signal);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  release(): void {
+    const old = Atomics.exchange(this.w, 0, 0);
+    if (old === 0) throw releasedTooManyTimes('semaphore or lock');
+    if ((old & WAITERS) !== 0) this.wake(0, 1);
+  }
+
+  /** Held by anyone. */
+  locked(): boolean {
+    return Atomics.load(this.w, 0) !== 0;
+  }
+
+  /** @internal Held by this thread. */
+  isMine(): boolean {
+    return (Atomics.load(this.w, 0) & OWNER_MASK & ~WAITERS) === SELF;
+  }
+
+  /** `using held = lock.lockSync()`: acquires now, releases at the end of the block. */
+  lockSync(): Disposable {
+    this.acquireSync();
+    return { [Symbol.dispose]: () => this.release() };
+  }
+
+  withLockSync<R>(fn: () => R): R {
+    this.acquireSync();
+    try {
+      return fn();
+    } finally {
+      this.release();
+    }
+  }
+
+  async withLock<R>(fn: () => R | Promise<R>): Promise<R> {
+    await this.acquire();
+    try {
+      return await fn();
+    } finally {
+      this.release();
+    }
+  }
+
+  /** @internal The contended path, shared by both forms. */
+  *acquirePlan(blocking: boolean, timeout: number | undefined): WaitPlan<boolean> {
+    const w = this.w;
+    for (let n = 0; n < SPINS; n++) {
+      if (Atomics.load(w, 0) === 0 && Atomics.compareExchange(w, 0, 0, SELF) === 0) return true;
+    }
+    const deadline = deadlineAfter(blocking ? timeout : 0);
+    let checkOwner = true;
+    for (;;) {
+      let c = Atomics.load(w, 0);
+      if (c === 0) {
+        // We may have slept: others may still be sleeping, so take it with the waiters bit.
+        if (Atomics.compareExchange(w, 0, 0, SELF | WAITERS) === 0) return true;
+        continue;
+      }
+      if (checkOwner) {
+        checkOwner = false;
+        if (this.reclaimFromDeadOwner(c)) continue;
+      }
+      if ((c & WAITERS) === 0) {
+        if (Atomics.compareExchange(w, 0, c, c | WAITERS) !== c) continue;
+        c |= WAITERS;
+      }
+      const left = remaining(deadline, OWNER_CHECK_MS);
+      if (left === 0) return false;
+      const result = yield this.at(0, c, left);
+      if (result === WaitResult.TimedOut) checkOwner = true;
+    }
+  }
+
+  /** Frees the lock if its owner process is gone, and throws OwnerDiedError to this acquirer. */
+  private reclaimFromDeadOwner(c: number): boolean {
+    const pid = c & PID_MASK;
+    if (pid === (process.pid & PID_MASK) || !native.processGone(pid)) return false;
+    if (Atomics.compareExchange(this.w, 0, c, 0) !== c) return true;  // changed meanwhile: look again
+    this.w[1] = 0;
+    this.wake(0, ALL);
+    throw new OwnerDiedError(
+      `the process that held this lock (pid ${pid}) died; the lock is free again but not held by this caller`,
+      pid,
+    );
+  }
+
+  /** @internal For Condition: give the lock up entirely, remembering how deep it was held. */
+  releaseSave(): number {
+    this.release();
+    return 1;
+  }
+
+  /** @internal For Condition: take it back as deep as it was. */
+  *acquireRestorePlan(depth: number): WaitPlan<void> {
+    yield* this.acquirePlan(true, undefined);
+  }
+
+  [kShare](): ShareDescription {
+    return { kind: this.constructor.name === 'RLock' ? 'RLock' : 'Lock', segments: [this.seg], state: this.off };
+  }
+
+  override toString(): string {
+    const c = Atomics.load(this.w, 0);
+    return `<${this.constructor.name}(owner=${c === 0 ? 'None' : c & PID_MASK})>`;
+  }
+}
+
+/** A recursive lock, as Python's RLock: the owner (a process's thread) may acquire it again. */
+export class RLock extends Lock {
+  protected override get recursive(): boolean {
+    return true;
+  }
+
+  override acquireSync(options?: AcquireSyncOptions): boolean {
+    const w = this.w;
+    if ((Atomics.load(w, 0) & ~WAITERS) === SELF) {
+      w[1]++;
+      return true;
+    }
+    if (options === undefined && Atomics.compareExchange(w, 0, 0, SELF) === 0) {
+      w[1] = 1;
+      return true;
+    }
+    const ok = super.acquireSync(options ?? {});
+    if (ok) w[1] = 1;
+    return ok;
+  }
+
+  override async acquire(options?: AcquireOptions): Promise<boolean> {
+    const w = this.w;
+    if ((Atomics.load(w, 0) & ~WAITERS) === SELF) {
+      w[1]++;
+      return true;
+    }
+    const ok = await super.acquire(options ?? {});
+    if (ok) w[1] = 1;
+    return ok;
+  }
+
+  override release(): void {
+    const w = this.w;
+    if ((Atomics.load(w, 0) & ~WAITERS) !== SELF) throw new Error('cannot release un-acquired lock');
+    if (--w[1] > 0) return;
+    const old = Atomics.exchange(w, 0, 0);
+    if ((old & WAITERS) !== 0) this.wake(0, 1);
+  }
+
+  override releaseSave(): number {
+    if (!this.isMine()) throw new Error('cannot release un-acquired lock');
+    const depth = this.w[1];
+    this.w[1] = 1;
+    this.release();
+    return depth;
+  }
+
+  override *acquireRestorePlan(depth: number): WaitPlan<void> {
+    yield* this.acquirePlan(true, undefined);
+    this.w[1] = depth;
+  }
+
+  override toString(): string {
+    const c = Atomics.load(this.w, 0);
+    return `<RLock(owner=${c === 0 ? 'None' : c & PID_MASK}, count=${c === 0 ? 0 : this.w[1]})>`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Semaphore and BoundedSemaphore
+
+const SEM_VALUE_MAX = 0x7fffffff;
+
+function checkCount(value: unknown, caller: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value)) {
+    throw new TypeError(`${caller}: value must be an integer, got ${describe(value)}`);
+  }
+  if (value < 0) throw new RangeError(`${caller}: value must be >= 0, got ${value}`);
+  if (value > SEM_VALUE_MAX) throw new RangeError(`${caller}: value must be <= ${SEM_VALUE_MAX}, got ${value}`);
+  return value;
+}
+
+/** Words: [0] value, [1] sleepers, [2] bound (-1: none). */
+export class Semaphore extends Primitive {
+  constructor(value = 1) {
+    super();
+    const initial = checkCount(value, `${new.target.name}()`);
+    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 3);
+    this.w[0] = initial;
+    this.w[2] = new.target === BoundedSemaphore ? initial : -1;
+  }
+
+  /** @internal */
+  static over<T extends Semaphore>(this: Function & { prototype: T }, seg: Segment): T {
+    const sem = Object.create(this.prototype) as T;
+    sem.bind(seg, 0, 3);
+    return sem;
+  }
+
+  getValue(): number {
+    return Atomics.load(this.w, 0);
+  }
+
+  acquireSync(options?: AcquireSyncOptions): boolean {
+    const w = this.w;
+    const v = Atomics.load(w, 0);
+    if (options === undefined && v > 0 && Atomics.compareExchange(w, 0, v, v - 1) === v) return true;
+    const o = checkOptions(options, 'acquireSync');
+    return runSync(this.acquirePlan(checkBlocking(o.blocking), checkTimeout(o.timeout)));
+  }
+
+  acquire(options?: AcquireOptions): Promise<boolean> {
+    try {
+      const o = checkOptions(options, 'acquire');
+      const signal = checkSignal(o.signal);
+      return runAsync(this.acquirePlan(true, checkTimeout(o.timeout)), signal);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  release(): void {
+    const w = this.w;
+    for (;;) {
+      const v = Atomics.load(w, 0);
+      const bound = w[2];
+      if ((bound >= 0 && v >= bound) || v === SEM_VALUE_MAX) throw releasedTooManyTimes('semaphore or lock');
+      if (Atomics.compareExchange(w, 0, v, v + 1) === v) break;
+    }
+    if (Atomics.load(w, 1) > 0) this.wake(0, 1);
+  }
+
+  lockSync(): Disposable {
+    this.acquireSync();
+    return { [Symbol.dispose]: () => this.release() };
+  }
+
+  withLockSync<R>(fn: () => R): R {
+    this.acquireSync();
+    try {
+      return fn();
+    } finally {
+      this.release();
+    }
+  }
+
+  async withLock<R>(fn: () => R | Promise<R>): Promise<R> {
+    await this.acquire();
+    try {
+      return await fn();
+    } finally {
+      this.release();
+    }
+  }
+
+  /** @internal */
+  *acquirePlan(blocking: boolean, timeout: number | undefined): WaitPlan<boolean> {
+    const w = this.w;
+    const deadline = deadlineAfter(blocking ? timeout : 0);
+    for (;;) {
+      const v = Atomics.load(w, 0);
+      if (v > 0) {
+        if (Atomics.compareExchange(w, 0, v, v - 1) === v) return true;
+        continue;
+      }
+      const left = remaining(deadline);
+      if (left === 0) return false;
+      Atomics.add(w, 1, 1);
+      try {
+        yield this.at(0, 0, left);
+      } finally {
+        Atomics.sub(w, 1, 1);
+      }
+    }
+  }
+
+  [kShare](): ShareDescription {
+    return { kind: this.constructor.name, segments: [this.seg] };
+  }
+
+  override toString(): string {
+    return `<${this.constructor.name}(value=${this.getValue()})>`;
+  }
+}
+
+/** A Semaphore that refuses to be released above its initial value. */
+export class BoundedSemaphore extends Semaphore {}
+
+// ---------------------------------------------------------------------------------------------
+// Event
+
+/** Words: [0] flag, [1] sleepers. */
+export class Event extends Primitive {
+  constructor() {
+    super();
+    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 2);
+  }
+
+  /** @internal */
+  static over(seg: Segment): Event {
+    const ev = Object.create(Event.prototype) as Event;
+    ev.bind(seg, 0, 2);
+    return ev;
+  }
+
+  isSet(): boolean {
+    return Atomics.load(this.w, 0) === 1;
+  }
+
+  set(): void {
+    Atomics.store(this.w, 0, 1);
+    if (Atomics.load(this.w, 1) > 0) this.wake(0, ALL);
+  }
+
+  clear(): void {
+    Atomics.store(this.w, 0, 0);
+  }
+
+  /** Resolves true once set, false if the timeout passed first. */
+  wait(timeout?: number, options?: { signal?: AbortSignal }): Promise<boolean> {
+    if (this.isSet()) return Promise.resolve(true);
+    try {
+      const signal = checkSignal(checkOptions(options, 'wait').signal);
+      return runAsync(this.waitPlan(checkTimeout(timeout)), signal);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  waitSync(timeout?: number): boolean {
+    if (this.isSet()) return true;
+    return runSync(this.waitPlan(checkTimeout(timeout)));
+  }
+
+  private *waitPlan(timeout: number | undefined): WaitPlan<boolean> {
+    const w = this.w;
+    const deadline = deadlineAfter(timeout);
+    for (;;) {
+      if (Atomics.load(w, 0) === 1) return true;
+      const left = remaining(deadline);
+      if (left === 0) return false;
+      Atomics.add(w, 1, 1);
+      try {
+        yield this.at(0, 0, left);
+      } finally {
+        Atomics.sub(w, 1, 1);
+      }
+    }
+  }
+
+  [kShare](): ShareDescription {
+    return { kind: 'Event', segments: [this.seg] };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Condition
+
+/**
+ * Words: [0] a sequence bumped by every notify (the futex), [1] sleepers in the low 16 bits and
+ * undelivered wake-ups ("tokens") in the high 16. A waiter takes a token only if a notify came
+ * after it started waiting, so a late arrival cannot steal a wake-up meant for an earlier one.
+ */
+export class Condition extends Primitive {
+  private lock!: Lock;
+
+  constructor(lock?: Lock) {
+    super();
+    if (lock !== undefined && !(lock instanceof Lock)) {
+      throw new TypeError(`Condition(): lock must be a Lock or an RLock, got ${describe(lock)}`);
+    }
+    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 2);
+    this.lock = lock ?? new RLock();
+  }
+
+  /** @internal */
+  static over(seg: Segment, lock: Lock): Condition {
+    const cond = Object.create(Condition.prototype) as Condition;
+    cond.bind(seg, 0, 2);
+    cond.lock = lock;
+    return cond;
+  }
+
+  acquire(options?: AcquireOptions): Promise<boolean> {
+    return this.lock.acquire(options);
+  }
+
+  acquireSync(options?: AcquireSyncOptions): boolean {
+    return this.lock.acquireSync(options);
+  }
+
+  release(): void {
+    this.lock.release();
+  }
+
+  lockSync(): Disposable {
+    return this.lock.lockSync();
+  }
+
+  withLockSync<R>(fn: () => R): R {
+    return this.lock.withLockSync(fn);
+  }
+
+  withLock<R>(fn: () => R | Promise<R>): Promise<R> {
+    return this.lock.withLock(fn);
+  }
+
+  /** Releases the lock, waits for a notify (or the timeout), re-acquires. True if notified. */
+  wait(timeout?: number, options?: { signal?: AbortSignal }): Promise<boolean> {
+    try {
+      const signal = checkSignal(checkOptions(options, 'wait').signal);
+      return runAsync(this.waitPlan(checkTimeout(timeout)), signal);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  waitSync(timeout?: number): boolean {
+    return runSync(this.waitPlan(checkTimeout(timeout)));
+  }
+
+  /** Waits until predicate() is truthy; returns its last value (falsy on timeout). */
+  async waitFor<T>(predicate: () => T | Promise<T>, timeout?: number): Promise<T> {
+    const t = checkTimeout(timeout);
+    const deadline = deadlineAfter(t);
+    let result = await predicate();
+    while (!result) {
+      const left = remaining(deadline);
+      if (left === 0) break;
+      await this.wait(left);
+      result = await predicate();
+    }
+    return result;
+  }
+
+  waitForSync<T>(predicate: () => T, timeout?: number): T {
+    return runSync(this.waitForPlan(predicate, checkTimeout(timeout)));
+  }
+
+  notify(n = 1): void {
+    if (typeof n !== 'number' || Number.isNaN(n) || n < 0) throw new TypeError(`notify(): n must be a non-negative number, got ${describe(n)}`);
+    if (!this.lock.isMine()) throw new Error('cannot notify on un-acquired lock');
+    const w = this.w;
+    let k = 0;
+    for (;;) {
+      const c = Atomics.load(w, 1);
+      const sleepers = c & 0xffff;
+      const tokens = c >>> 16;
+      k = Math.min(n, sleepers - tokens);
+      if (k <= 0) return;
+      if (Atomics.compareExchange(w, 1, c, c + (k << 16)) === c) break;
+    }
+    Atomics.add(w, 0, 1);
+    this.wake(0, k);
+  }
+
+  notifyAll(): void {
+    this.notify(0xffff);
+  }
+
+  /** @internal */
+  *waitPlan(timeout: number | undefined): WaitPlan<boolean> {
+    if (!this.lock.isMine()) throw new Error('cannot wait on un-acquired lock');
+    const w = this.w;
+    const deadline = deadlineAfter(timeout);
+    Atomics.add(w, 1, 1);
+    let seen = Atomics.load(w, 0);
+    const depth = this.lock.releaseSave();
+    try {
+      for (;;) {
+        const c = Atomics.load(w, 1);
+        const seq = Atomics.load(w, 0);
+        if (c >>> 16 > 0 && seq !== seen) {
+          if (Atomics.compareExchange(w, 1, c, c - 1 - 0x10000) === c) return true;
+          continue;
+        }
+        if (seq !== seen) seen = seq;  // notified, but others took the tokens: wait for the next one
+        const left = remaining(deadline);
+        if (left === 0) {
+          if (Atomics.compareExchange(w, 1, c, c - 1) === c) return false;
+          continue;
+        }
+        try {
+          yield this.at(0, seen, left);
+        } catch (err) {
+          // Aborted: leave the sleepers count as we found it.
+          for (;;) {
+            const c2 = Atomics.load(w, 1);
+            const next = c2 >>> 16 > 0 && Atomics.load(w, 0) !== seen ? c2 - 1 - 0x10000 : c2 - 1;
+            if (Atomics.compareExchange(w, 1, c2, next) === c2) break;
+          }
+          throw err;
+        }
+      }
+    } finally {
+      yield* this.lock.acquireRestorePlan(depth);
+    }
+  }
+
+  /** @internal */
+  *waitForPlan<T>(predicate: () => T, timeout: number | undefined): WaitPlan<T> {
+    const deadline = deadlineAfter(timeout);
+    let result = predicate();
+    while (!result) {
+      const left = remaining(deadline);
+      if (left === 0) break;
+      yield* this.waitPlan(left);
+      result = predicate();
+    }
+    return result;
+  }
+
+  /** @internal */
+  get underlyingLock(): Lock {
+    return this.lock;
+  }
+
+  [kShare](): ShareDescription {
+    return { kind: 'Condition', segments: [this.seg], state: this.lock };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Barrier
+
+const FILLING = 0;
+const DRAINING = 1;
+const RESETTING = -1;
+const BROKEN = -2;
+
+export interface BarrierOptions {
+  /** Called by one party (the last to arrive) before all are released. Sent by source. */
+  action?: () => void;
+  /** Default timeout of wait(), in milliseconds. */
+  timeout?: number;
+}
+
+/** Python's threading.Barrier logic over a process-shared Condition. Words: [0] state, [1] count, [2] parties. */
+export class Barrier extends Primitive {
+  private cond!: Condition;
+  private action: (() => void) | undefined;
+  private defaultTimeout: number | undefined;
+
+  constructor(parties: number, options?: BarrierOptions) {
+    super();
+    if (typeof parties !== 'number' || !Number.isInteger(parties)) {
+      throw new TypeError(`Barrier(): parties must be an integer, got ${describe(parties)}`);
+    }
+    if (parties < 1 || parties > 0xffff) throw new RangeError(`Barrier(): parties must be between 1 and 65535, got ${parties}`);
+    const o = checkOptions(options, 'Barrier()');
+    if (o.action !== undefined && typeof o.action !== 'function') {
+      throw new TypeError(`Barrier(): action must be a function, got ${describe(o.action)}`);
+    }
+    this.defaultTimeout = checkTimeout(o.timeout, 'Barrier(): timeout');
+    this.action = o.action as (() => void) | undefined;
+    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 3);
+    this.w[2] = parties;
+    this.cond = new Condition(new Lock());
+  }
+
+  /** @internal */
+  static over(seg: Segment, state: { cond: Condition; action?: string; timeout?: number }): Barrier {
+    const b = Object.create(Barrier.prototype) as Barrier;
+    b.bind(seg, 0, 3);
+    b.cond = state.cond;
+    b.defaultTimeout = state.timeout;
+    b.action = state.action === undefined ? undefined : compileAction(state.action);
+    return b;
+  }
+
+  get parties(): number {
+    return this.w[2];
+  }
+
+  get nWaiting(): number {
+    return Atomics.load(this.w, 0) === FILLING ? Atomics.load(this.w, 1) : 0;
+  }
+
+  get broken(): boolean {
+    return Atomics.load(this.w, 0) === BROKEN;
+  }
+
+  /** Resolves with this party's index (0 .. parties-1) once all have arrived. */
+  wait(timeout?: number): Promise<number> {
+    try {
+      return runAsync(this.waitPlan(timeout === undefined ? this.defaultTimeout : checkTimeout(timeout)));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  waitSync(timeout?: number): number {
+    return runSync(this.waitPlan(timeout === undefined ? this.defaultTimeout : checkTimeout(timeout)));
+  }
+
+  /** Breaks the barrier: current and future waiters get BrokenBarrierError until reset(). */
+  abort(): void {
+    this.cond.withLockSync(() => this.breakBarrier());
+  }
+
+  reset(): void {
+    runSync(this.underLock(() => {
+      const w = this.w;
+      if (Atomics.load(w, 1) > 0) {
+        const state = Atomics.load(w, 0);
+        if (state === FILLING || state === BROKEN) Atomics.store(w, 0, RESETTING);
+      } else {
+        Atomics.store(w, 0, FILLING);
+      }
+      this.cond.notifyAll();
+    }));
+  }
+
+  private *underLock<T>(fn: () => T): WaitPlan<T> {
+    const lock = this.cond.underlyingLock;
+    yield* lock.acquirePlan(true, undefined);
+    try {
+      return fn();
+    } finally {
+      lock.release();
+    }
+  }
+
+  private *waitPlan(timeout: number | undefined): WaitPlan<number> {
+    const w = this.w;
+    const lock = this.cond.underlyingLock;
+    yield* lock.acquirePlan(true, undefined);
+    try {
+      // Wait for a previous cycle to drain or reset.
+      while (Atomics.load(w, 0) === DRAINING || Atomics.load(w, 0) === RESETTING) {
+        yield* this.cond.waitPlan(undefined);
+      }
+      if (Atomics.load(w, 0) < 0) throw new BrokenBarrierError('the barrier is broken');
+      const index = Atomics.add(w, 1, 1);
+      try {
+        if (index + 1 === w[2]) {
+          try {
+            this.action?.();
+            Atomics.store(w, 0, DRAINING);
+            this.cond.notifyAll();
+          } catch (err) {
+            this.breakBarrier();
+            throw err;
+          }
+        } else {
+          const done = yield* this.cond.waitForPlan(() => Atomics.load(w, 0) !== FILLING, timeout);
+          if (!done) {
+            this.breakBarrier();
+            throw new BrokenBarrierError('the barrier timed out and is now broken');
+          }
+          if (Atomics.load(w, 0) < 0) throw new BrokenBarrierError('the barrier is broken');
+        }
+        return index;
+      } finally {
+        // The last one out of a draining (or resetting) barrier starts the next cycle.
+        if (Atomics.sub(w, 1, 1) === 1) {
+          const state = Atomics.load(w, 0);
+          if (state === DRAINING || state === RESETTING) {
+            Atomics.store(w, 0, FILLING);
+            this.cond.notifyAll();
+          }
+        }
+      }
+    } finally {
+      lock.release();
+    }
+  }
+
+  private breakBarrier(): void {
+    Atomics.store(this.w, 0, BROKEN);
+    this.cond.notifyAll();
+  }
+
+  [kShare](): ShareDescription {
+    return {
+      kind: 'Barrier',
+      segments: [this.seg],
+      state: { cond: this.cond, action: this.action?.toString(), timeout: this.defaultTimeout },
+    };
+  }
+}
+
+function compileAction(source: string): () => void {
+  // eslint-disable-next-line no-new-func
+  return new Function(`return (${source});`)() as () => void;
+}
+
+registerKind('Lock', (segs, offset: number) => Lock.over(segs[0], offset));
+registerKind('RLock', (segs, offset: number) => RLock.over(segs[0], offset));
+registerKind('Semaphore', (segs) => Semaphore.over(segs[0]));
+registerKind('BoundedSemaphore', (segs) => BoundedSemaphore.over(segs[0]));
+registerKind('Event', (segs) => Event.over(segs[0]));
+registerKind('Condition', (segs, lock: Lock) => Condition.over(segs[0], lock));
+registerKind('Barrier', (segs, state) => Barrier.over(segs[0], state));

@@ -1,0 +1,50 @@
+// Per-environment state of the addon (one per main thread or worker thread that loads it).
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "spawn.h"
+#include "waiter.h"
+
+namespace mp {
+
+// A mapping handed to JS as an external ArrayBuffer. It is unmapped by unmap() or, if JS never
+// calls that, by the ArrayBuffer's finalizer: whichever comes first.
+struct Mapping {
+  void* addr;
+  size_t size;
+  bool mapped;
+};
+
+class Addon : public Napi::Addon<Addon> {
+ public:
+  Addon(Napi::Env env, Napi::Object exports);
+  ~Addon();
+
+  // Async futex waits (sync_binding.cc).
+  std::unique_ptr<Waiter> waiter;
+  Napi::ThreadSafeFunction wait_tsfn;
+  Napi::FunctionReference wait_callback;
+  std::unordered_set<uint64_t> live_waits;
+
+  // Child exits (process_binding.cc).
+  std::unique_ptr<spawn::ExitWatcher> exit_watcher;
+  Napi::ThreadSafeFunction exit_tsfn;
+  Napi::FunctionReference exit_callback;
+  std::unordered_map<int, bool> watched_exits;  // pidfd -> keeps the event loop alive
+
+  // Mappings by address (shm_binding.cc).
+  std::unordered_map<void*, Mapping*> mappings;
+
+  void UpdateWaitRef(Napi::Env env);
+  void UpdateExitRef(Napi::Env env);
+};
+
+void InitShm(Napi::Env env, Napi::Object exports);
+void InitSync(Napi::Env env, Napi::Object exports);
+void InitProcess(Napi::Env env, Napi::Object exports);
+
+}  // namespace mp

@@ -1,0 +1,41 @@
+// Argument checks for the binding layer. The TypeScript layer validates every argument with a
+// precise message first; these cheap re-checks only keep a misuse of the raw binding from
+// reaching a syscall or undefined behaviour.
+#pragma once
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+
+namespace mp {
+
+inline void RequireArgs(const Napi::CallbackInfo& info, size_t n, const char* fn) {
+  if (info.Length() < n) throw Napi::TypeError::New(info.Env(), std::string(fn) + ": missing arguments");
+}
+
+inline int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (d != static_cast<double>(static_cast<int64_t>(d))) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an integer");
+  }
+  return static_cast<int64_t>(d);
+}
+
+inline std::string StringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (!info[i].IsString()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a string");
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+// The 32-bit word at byte `offset` of an ArrayBuffer, checked for bounds and alignment.
+inline uint32_t* WordArg(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsArrayBuffer()) throw Napi::TypeError::New(info.Env(), "buffer must be an ArrayBuffer");
+  Napi::ArrayBuffer ab = info[i].As<Napi::ArrayBuffer>();
+  int64_t offset = IntArg(info, i + 1, "byteOffset");
+  if (offset < 0 || offset % 4 != 0 || static_cast<size_t>(offset) + 4 > ab.ByteLength()) {
+    throw Napi::RangeError::New(info.Env(), "byteOffset is out of bounds or unaligned");
+  }
+  return reinterpret_cast<uint32_t*>(static_cast<char*>(ab.Data()) + offset);
+}
+
+}  // namespace mp

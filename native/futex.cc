@@ -1,0 +1,75 @@
+#include "futex.h"
+
+#include <linux/futex.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+
+#include "sysfail.h"
+
+namespace mp::futex {
+
+WaitResult Wait(uint32_t* addr, uint32_t expected, int64_t timeout_ns) {
+  struct timespec ts;
+  struct timespec* tsp = nullptr;
+  if (timeout_ns >= 0) {
+    ts.tv_sec = timeout_ns / 1000000000;
+    ts.tv_nsec = timeout_ns % 1000000000;
+    tsp = &ts;
+  }
+  long rc = syscall(SYS_futex, addr, FUTEX_WAIT, expected, tsp, nullptr, 0);
+  if (rc == 0) return kWoken;
+  switch (errno) {
+    case EAGAIN: return kNotEqual;
+    case ETIMEDOUT: return kTimedOut;
+    case EINTR: return kWoken;
+    case EFAULT: return kFault;
+    default: throw SysFail{"futex", errno, ""};
+  }
+}
+
+int Wake(uint32_t* addr, int count) {
+  long rc = syscall(SYS_futex, addr, FUTEX_WAKE, count, nullptr, nullptr, 0);
+  if (rc < 0) {
+    if (errno == EFAULT) return 0;
+    throw SysFail{"futex", errno, ""};
+  }
+  return static_cast<int>(rc);
+}
+
+bool ProcessGone(pid_t pid) {
+  if (pid <= 0) return false;
+  if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+  // A killed process that its parent has not reaped yet still answers kill(); its state is Z.
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT;
+  char buf[512];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  // The state follows the last ')' (the command name may itself contain ')').
+  char* close_paren = nullptr;
+  for (char* p = buf; *p != '\0'; ++p) {
+    if (*p == ')') close_paren = p;
+  }
+  if (close_paren == nullptr || close_paren[1] == '\0') return false;
+  char state = close_paren[2];
+  return state == 'Z' || state == 'X';
+}
+
+int64_t MonotonicNowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace mp::futex

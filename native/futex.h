@@ -1,0 +1,30 @@
+// Process-shared futex waits and wakes on 32-bit words in shared memory, and the liveness check
+// that lets a lock's waiters notice that the owner died.
+//
+// The words are never FUTEX_PRIVATE: the waiter and the waker are in different processes.
+#pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+
+namespace mp::futex {
+
+enum WaitResult : int {
+  kWoken = 0,      // a wake arrived (or a signal interrupted: callers re-check their word)
+  kTimedOut = 1,
+  kNotEqual = 2,   // the word no longer held `expected` when we tried to sleep
+  kFault = 3,      // the word is no longer mapped
+};
+
+// Sleeps while *addr == expected, at most timeout_ns (< 0: for ever).
+WaitResult Wait(uint32_t* addr, uint32_t expected, int64_t timeout_ns);
+
+// Wakes up to `count` waiters; returns how many were woken.
+int Wake(uint32_t* addr, int count);
+
+// True when `pid` has exited (gone, or a zombie nobody has reaped yet).
+bool ProcessGone(pid_t pid);
+
+int64_t MonotonicNowNs();
+
+}  // namespace mp::futex
