@@ -9,3 +9,8 @@ export type { AcquireOptions, AcquireSyncOptions, BarrierOptions } from './synch
 export type { ElementOf, Typecode, TypedArrayOf, TypeName, ValueOf } from './typecodes';
 export { RawArray, RawValue, SharedArray as Array, Value } from './value';
 export type { SharedArray, SharedArrayMethods, SharedOptions } from './value';
+export { activeChildren, Process } from './process';
+export type { ProcessOptions, ResourceUsage } from './process';
+export { cpuCount, currentProcess, parentProcess } from './context';
+export type { CurrentProcess, ParentProcess } from './context';
+export { task, tasks, Task } from './task';

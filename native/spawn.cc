@@ -62,6 +62,12 @@ const char* StepSyscall(int step) {
     ChildFail(error_fd, kStepAffinity);
   }
 
+  // Inherit stdio: the parent's 0-2 may be close-on-exec (Node marks them so), as libuv also handles.
+  for (int fd = 0; fd <= 2; ++fd) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && (flags & FD_CLOEXEC) != 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+  }
+
   // Move the passed fds out of the way of their targets first, then into place (libuv's order).
   int first_target = 3;
   int high = first_target + n_pass;

@@ -117,13 +117,15 @@ Napi::Value SetExitCallback(const Napi::CallbackInfo& info) {
 }
 
 // watchExit(pidfd, keepAlive): a non-daemon child keeps the event loop alive until it exits.
+// Called again for the same pidfd, it only changes keepAlive.
 Napi::Value WatchExit(const Napi::CallbackInfo& info) {
   RequireArgs(info, 2, "watchExit");
   Addon* addon = info.Env().GetInstanceData<Addon>();
   if (!addon->exit_watcher) throw Napi::Error::New(info.Env(), "watchExit: no exit callback set");
   int pidfd = static_cast<int>(IntArg(info, 0, "pidfd"));
+  bool already = addon->watched_exits.count(pidfd) != 0;
   addon->watched_exits[pidfd] = info[1].ToBoolean().Value();
-  addon->exit_watcher->Watch(pidfd);
+  if (!already) addon->exit_watcher->Watch(pidfd);
   addon->UpdateExitRef(info.Env());
   return info.Env().Undefined();
 }

@@ -1,0 +1,145 @@
+// Functions that cross into another process: a self-contained function, sent by its source and
+// compiled once per process, or a module task, `mp.task(module, exportName)`, that the other
+// process imports.
+import * as path from 'path';
+import { pathToFileURL } from 'url';
+import * as vm from 'vm';
+import { createRequire } from 'module';
+
+import { describe } from './wait';
+
+export type TaskSpec =
+  | { kind: 'source'; source: string; name: string }
+  | { kind: 'module'; url: string; exportName: string };
+
+/** A function exported by a module, named by the module's URL or path and the export's name. */
+export class Task<F extends (...args: any[]) => unknown = (...args: any[]) => unknown> {
+  /** Never set: carries the function type for typed pool calls. */
+  declare readonly __fn?: F;
+  constructor(readonly url: string, readonly exportName: string) {}
+  toString(): string {
+    return `Task(${this.url}#${this.exportName})`;
+  }
+}
+
+function moduleUrl(moduleUrlOrPath: unknown, caller: string): string {
+  if (moduleUrlOrPath instanceof URL) return moduleUrlOrPath.href;
+  if (typeof moduleUrlOrPath !== 'string' || moduleUrlOrPath.length === 0) {
+    throw new TypeError(`${caller}: expected a module URL or path, got ${describe(moduleUrlOrPath)}`);
+  }
+  if (/^(file|data|node):/.test(moduleUrlOrPath)) return moduleUrlOrPath;
+  return pathToFileURL(path.resolve(moduleUrlOrPath)).href;
+}
+
+/** `mp.task('./jobs.js', 'square')`: the export `square` of that module, imported by the worker. */
+export function task<F extends (...args: any[]) => unknown = (...args: any[]) => unknown>(
+  moduleUrlOrPath: string | URL,
+  exportName = 'default',
+): Task<F> {
+  if (typeof exportName !== 'string' || exportName.length === 0) {
+    throw new TypeError(`task(): exportName must be a non-empty string, got ${describe(exportName)}`);
+  }
+  return new Task<F>(moduleUrl(moduleUrlOrPath, 'task()'), exportName);
+}
+
+type FunctionsOf<M> = { [K in keyof M as M[K] extends (...args: any[]) => unknown ? K : never]: M[K] extends (...args: any[]) => unknown ? Task<M[K]> : never };
+
+/** `const jobs = mp.tasks<typeof import('./jobs.js')>(url)`: `jobs.square` is a typed Task. */
+export function tasks<M>(moduleUrlOrPath: string | URL): FunctionsOf<M> {
+  const url = moduleUrl(moduleUrlOrPath, 'tasks()');
+  return new Proxy({} as FunctionsOf<M>, {
+    get: (_target, key) => (typeof key === 'string' ? new Task(url, key) : undefined),
+  });
+}
+
+const specs = new WeakMap<Function, TaskSpec>();
+
+/**
+ * Checks a target before anything is sent: a bound, native or method function cannot be
+ * rebuilt from its source in another process, so it is refused here with a TypeError.
+ */
+export function toTaskSpec(target: unknown, caller: string): TaskSpec {
+  if (target instanceof Task) return { kind: 'module', url: target.url, exportName: target.exportName };
+  if (typeof target !== 'function') {
+    throw new TypeError(`${caller}: the target must be a function or mp.task(module, export), got ${describe(target)}`);
+  }
+  const known = specs.get(target);
+  if (known !== undefined) return known;
+  const name = target.name || '(anonymous)';
+  const source = Function.prototype.toString.call(target);
+  if (/\{\s*\[native code\]\s*\}\s*$/.test(source)) {
+    throw new TypeError(name.startsWith('bound ')
+      ? `${caller}: ${name} is a bound function, which cannot be sent to another process; pass the bound values as arguments`
+      : `${caller}: ${name} is a native function, which cannot be sent to another process`);
+  }
+  if (/^class\b/.test(source)) throw new TypeError(`${caller}: a class cannot be a target; use a function`);
+  try {
+    new vm.Script(`(${source}\n)`);
+  } catch {
+    throw new TypeError(
+      `${caller}: ${name} is a method, whose source does not compile on its own; use a function or an arrow function, or mp.task(module, export)`,
+    );
+  }
+  const spec: TaskSpec = { kind: 'source', source, name };
+  specs.set(target, spec);
+  return spec;
+}
+
+const compiled = new Map<string, Function>();
+
+/** The hint added to a ReferenceError thrown by a function sent by source. */
+export const CLOSURE_HINT =
+  'functions sent to another process must be self-contained: they cannot use variables of the scope they were written in; ' +
+  'pass values as arguments, require()/import() modules inside the function, or use mp.task(module, export)';
+
+function compileSource(source: string, name: string): Function {
+  let fn = compiled.get(source);
+  if (fn !== undefined) return fn;
+  const wrapper = `(function (require, __filename, __dirname) { return (${source}\n); })`;
+  const filename = path.join(process.cwd(), `[node-multiprocessing task ${name}]`);
+  // The main context's loader lets import() work inside the function. Node 20 flags it
+  // experimental with a one-time warning that would land on every child's stderr: drop that one.
+  const emitWarning = process.emitWarning;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    if (String(warning).includes('USE_MAIN_CONTEXT_DEFAULT_LOADER')) return;
+    return (emitWarning as (...a: unknown[]) => void).call(process, warning, ...rest);
+  }) as typeof process.emitWarning;
+  try {
+    const factory = vm.runInThisContext(wrapper, {
+      filename,
+      importModuleDynamically: (vm as unknown as { constants: { USE_MAIN_CONTEXT_DEFAULT_LOADER: symbol } }).constants
+        .USE_MAIN_CONTEXT_DEFAULT_LOADER as never,
+    }) as (req: NodeRequire, file: string, dir: string) => Function;
+    fn = factory(createRequire(filename), filename, process.cwd());
+  } finally {
+    process.emitWarning = emitWarning;
+  }
+  compiled.set(source, fn);
+  return fn;
+}
+
+/** In the process that runs it: the function a spec names. */
+export async function resolveTask(spec: TaskSpec): Promise<Function> {
+  if (spec.kind === 'source') return compileSource(spec.source, spec.name);
+  const ns = (await import(spec.url)) as Record<string, unknown>;
+  let fn = ns[spec.exportName];
+  if (fn === undefined && typeof ns.default === 'object' && ns.default !== null) {
+    fn = (ns.default as Record<string, unknown>)[spec.exportName];
+  }
+  if (typeof fn !== 'function') {
+    throw new TypeError(`${spec.url} has no exported function ${JSON.stringify(spec.exportName)}`);
+  }
+  return fn;
+}
+
+/** Adds the self-containment hint to a ReferenceError from a function sent by source. */
+export function withClosureHint(err: unknown, spec: TaskSpec): unknown {
+  if (spec.kind === 'source' && err instanceof ReferenceError && !err.message.includes(CLOSURE_HINT)) {
+    // V8 formats `stack` lazily from the current message: take it before changing the message.
+    const stack = err.stack;
+    const original = err.message;
+    err.message = `${original} (${CLOSURE_HINT})`;
+    if (typeof stack === 'string') err.stack = stack.replace(original, err.message);
+  }
+  return err;
+}
