@@ -56,6 +56,27 @@ export const BOOTSTRAP = path.join(packageRoot, 'dist', 'bootstrap.js');
 /** The first passed fd: the channel. */
 export const CHANNEL_FD = 3;
 
+/**
+ * The parent's Node flags that a child should share: loaders, --require, memory limits... but not
+ * the ones that name the parent's own program (`-e code`, `-p`, `--test`, `--watch`) or would
+ * collide on a port (`--inspect`). Python's spawn does the same with its interpreter flags.
+ */
+export function inheritableExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (['-e', '--eval', '-p', '--print', '-pe', '-ep'].includes(a)) {
+      i++;
+      continue;
+    }
+    if (/^--(eval|print)=/.test(a)) continue;
+    if (['-i', '--interactive', '-c', '--check', '--test', '--watch'].includes(a)) continue;
+    if (/^--(test|watch|inspect|debug)(-[a-z-]+)?(=|$)/.test(a)) continue;
+    out.push(a);
+  }
+  return out;
+}
+
 let childCounter = 0;
 const byPidfd = new Map<number, Process>();
 const running = new Set<Process>();
@@ -167,7 +188,7 @@ export class Process {
       inherited.push({ fd: CHANNEL_FD + passFds.length, dev: s.dev, ino: s.ino });
       passFds.push(s.fd);
     }
-    const execArgv = o.execArgv ?? process.execArgv;
+    const execArgv = o.execArgv ?? inheritableExecArgv(process.execArgv);
     let spawned: { pid: number; pidfd: number };
     try {
       spawned = native.spawn({

@@ -9,12 +9,11 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   InitProcess(env, exports);
 }
 
+// Runs while Node tears the environment down. Our threads stop here, before anything they call
+// goes away; the thread-safe functions themselves belong to Node by now, which closes them.
 Addon::~Addon() {
-  // Stop the threads before the thread-safe functions they call go away.
   waiter.reset();
   exit_watcher.reset();
-  if (wait_tsfn) wait_tsfn.Abort();
-  if (exit_tsfn) exit_tsfn.Abort();
 }
 
 }  // namespace mp

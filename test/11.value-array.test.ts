@@ -1,0 +1,161 @@
+import * as mp from '../dist';
+import { ourShmNames } from './helpers';
+
+const INT_CODES: Array<[string, number, number]> = [
+  ['b', -128, 127], ['B', 0, 255], ['h', -32768, 32767], ['H', 0, 65535],
+  ['i', -(2 ** 31), 2 ** 31 - 1], ['I', 0, 2 ** 32 - 1],
+];
+
+describe('Value', () => {
+  test.each(INT_CODES)("'%s' holds its full range and refuses one past it", (code, min, max) => {
+    const v = new mp.Value(code as mp.Typecode, max);
+    expect(v.value).toBe(max);
+    v.value = min;
+    expect(v.value).toBe(min);
+    expect(() => (v.value = max + 1)).toThrow(RangeError);
+    expect(() => (v.value = min - 1)).toThrow(RangeError);
+    expect(() => (v.value = 1.5)).toThrow(TypeError);
+    expect(v.value).toBe(min);
+    v.close();
+  });
+
+  test.each(['l', 'L', 'q', 'Q', 'int64', 'uint64'])("'%s' is 64-bit and reads as a bigint", (code) => {
+    const v = new mp.Value(code as mp.Typecode, 5n);
+    expect(v.value).toBe(5n);
+    v.value = (v.value as bigint) + 2n ** 40n;
+    expect(v.value).toBe(5n + 2n ** 40n);
+    v.value = 7 as any;  // a safe integer number is accepted
+    expect(v.value).toBe(7n);
+    expect(() => (v.value = 2n ** 64n)).toThrow(RangeError);
+    v.close();
+  });
+
+  test("'f' and 'd' are floats; 'd' defaults to 0", () => {
+    const d = new mp.Value('d', 3.14);
+    expect(d.value).toBe(3.14);
+    const f = new mp.Value('f', 0.5);
+    expect(f.value).toBe(0.5);
+    expect(() => (f.value = 1e39)).toThrow(RangeError);
+    expect(() => (d.value = '1' as any)).toThrow(TypeError);
+    expect(new mp.Value('d').value).toBe(0);
+    for (const v of [d, f]) v.close();
+  });
+
+  test("'c' and 'u' hold one character", () => {
+    const c = new mp.Value('c', 'a');
+    expect(c.value).toBe('a');
+    c.value = 'z';
+    expect(c.value).toBe('z');
+    expect(() => (c.value = 'ab')).toThrow(TypeError);
+    expect(() => (c.value = '€')).toThrow(RangeError);
+    const u = new mp.Value('u', '€');
+    expect(u.value).toBe('€');
+    c.close();
+    u.close();
+  });
+
+  test('names such as int32 and float64 are accepted', () => {
+    const v = new mp.Value('int32', 1);
+    expect(v.typecode).toBe('i');
+    const d = new mp.Value('float64', 1.5);
+    expect(d.typecode).toBe('d');
+    v.close();
+    d.close();
+  });
+
+  test('lock: true by default gives an RLock; lock: false and RawValue have none; a given Lock is used', () => {
+    const v = new mp.Value('i', 0);
+    expect(v.getLock()).toBeInstanceOf(mp.RLock);
+    const raw = new mp.RawValue('i', 0);
+    expect(() => raw.getLock()).toThrow(/lock: false/);
+    const unlocked = new mp.Value('i', 0, { lock: false });
+    expect(() => unlocked.getLock()).toThrow(TypeError);
+    const lock = new mp.Lock();
+    const withLock = new mp.Value('i', 0, { lock });
+    expect(withLock.getLock()).toBe(lock);
+    for (const x of [v, raw, unlocked, withLock, lock]) x.close();
+  });
+
+  test('bad input is refused before anything is allocated', () => {
+    expect(() => new mp.Value('x' as any, 0)).toThrow(/unknown typecode "x"/);
+    expect(() => new mp.Value('i', 1.5)).toThrow(TypeError);
+    expect(() => new mp.Value('i', 2 ** 31)).toThrow(RangeError);
+    expect(() => new mp.Value('i', 0, { lock: 'yes' as any })).toThrow(TypeError);
+    expect(() => (mp.Value as any)('i', 0)).toThrow(TypeError);
+  });
+});
+
+describe('Array', () => {
+  test('IS a typed array of its typecode over shared memory', () => {
+    const a = new mp.Array('i', [1, 2, 3, 4]);
+    expect(a).toBeInstanceOf(Int32Array);
+    expect(a).toBeInstanceOf(mp.Array);
+    expect(a.length).toBe(4);
+    expect(a[2]).toBe(3);
+    expect([...a]).toEqual([1, 2, 3, 4]);
+    let sum = 0;
+    for (const x of a) sum += x;
+    expect(sum).toBe(10);
+    expect(a.typecode).toBe('i');
+    a.close();
+  });
+
+  test('subarray() is a zero-copy view of the same memory', () => {
+    const a = new mp.Array('d', 8);
+    const tail = a.subarray(4);
+    expect(tail).toBeInstanceOf(Float64Array);
+    expect(tail.buffer).toBe(a.buffer);
+    tail[0] = 2.5;
+    expect(a[4]).toBe(2.5);
+    a.close();
+  });
+
+  test('a size gives a zero-filled array; 64-bit typecodes give BigInt64Array', () => {
+    const z = new mp.Array('d', 1000);
+    expect(z.length).toBe(1000);
+    expect(z.every((x) => x === 0)).toBe(true);
+    const q = new mp.Array('q', [1n, 2n]);
+    expect(q).toBeInstanceOf(BigInt64Array);
+    expect(q[1]).toBe(2n);
+    const e = new mp.Array('i', 0);
+    expect(e.length).toBe(0);
+    for (const x of [z, q, e]) x.close();
+  });
+
+  test('getLock() is an RLock unless lock: false; RawArray has none', () => {
+    const a = new mp.Array('i', 3);
+    expect(a.getLock()).toBeInstanceOf(mp.RLock);
+    a.getLock().withLockSync(() => (a[0] = 1));
+    const raw = new mp.RawArray('d', 3);
+    expect(() => raw.getLock()).toThrow(TypeError);
+    a.close();
+    raw.close();
+  });
+
+  test('close() detaches the view at once', () => {
+    const a = new mp.Array('i', [1, 2, 3]);
+    a.close();
+    expect(a.length).toBe(0);
+  });
+
+  test("'c' arrays take a string", () => {
+    const c = new mp.Array('c', 'hello');
+    expect(Buffer.from(c).toString('latin1')).toBe('hello');
+    c.close();
+  });
+
+  test('a nested list is refused with TypeError, as in Python; so are bad elements and sizes', () => {
+    const before = ourShmNames();
+    expect(() => new mp.Array('i', [[1, 2], [3, 4]] as any)).toThrow(TypeError);
+    expect(() => new mp.Array('i', [[1, 2], [3, 4]] as any)).toThrow(/one-dimensional/);
+    expect(() => new mp.Array('i', [1, 2.5])).toThrow(/element \[1\]/);
+    expect(() => new mp.Array('B', [1, 256])).toThrow(RangeError);
+    expect(() => new mp.Array('i', -1)).toThrow(RangeError);
+    expect(() => new mp.Array('d', 1e18)).toThrow(RangeError);
+    expect(() => new mp.Array('i', 1.5)).toThrow(TypeError);
+    expect(() => new mp.Array('i', {} as any)).toThrow(TypeError);
+    expect(() => new mp.Array('z' as any, 3)).toThrow(TypeError);
+    expect(() => new mp.Array('i', 'abc' as any)).toThrow(TypeError);
+    expect(ourShmNames()).toEqual(before);
+  });
+});

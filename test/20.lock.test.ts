@@ -1,0 +1,174 @@
+import * as fs from 'fs';
+
+import * as mp from '../dist';
+
+describe('Lock and RLock in one process', () => {
+  test('acquire/release, non-blocking and timed acquires, too many releases', async () => {
+    const lock = new mp.Lock();
+    expect(lock.acquireSync()).toBe(true);
+    expect(lock.locked()).toBe(true);
+    expect(lock.acquireSync({ blocking: false })).toBe(false);
+    expect(lock.acquireSync({ timeout: 20 })).toBe(false);
+    expect(await lock.acquire({ timeout: 20 })).toBe(false);
+    lock.release();
+    expect(lock.locked()).toBe(false);
+    expect(() => lock.release()).toThrow(/released too many times/);
+    expect(await lock.acquire()).toBe(true);
+    lock.release();
+    lock.close();
+  });
+
+  test('an awaited acquire is granted when another holder releases, and the event loop keeps running', async () => {
+    const lock = new mp.Lock();
+    lock.acquireSync();
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 1);
+    const waiting = lock.acquire();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(ticks).toBeGreaterThan(3);
+    lock.release();
+    expect(await waiting).toBe(true);
+    clearInterval(ticker);
+    lock.release();
+    lock.close();
+  });
+
+  test('an aborted signal rejects with AbortError and leaves the lock usable', async () => {
+    const lock = new mp.Lock();
+    lock.acquireSync();
+    const ac = new AbortController();
+    const pending = lock.acquire({ signal: ac.signal });
+    setTimeout(() => ac.abort(), 10);
+    await expect(pending).rejects.toMatchObject({ name: 'AbortError' });
+    const already = lock.acquire({ signal: AbortSignal.abort() });
+    await expect(already).rejects.toMatchObject({ name: 'AbortError' });
+    lock.release();
+    expect(lock.acquireSync({ blocking: false })).toBe(true);
+    lock.release();
+    lock.close();
+  });
+
+  test('withLock / withLockSync return what fn returns and release on throw; lockSync is Disposable', async () => {
+    const lock = new mp.Lock();
+    expect(lock.withLockSync(() => 42)).toBe(42);
+    expect(await lock.withLock(async () => 'x')).toBe('x');
+    expect(() => lock.withLockSync(() => { throw new Error('inner'); })).toThrow('inner');
+    expect(lock.locked()).toBe(false);
+    const held = lock.lockSync();
+    expect(lock.locked()).toBe(true);
+    held[Symbol.dispose]();
+    expect(lock.locked()).toBe(false);
+    lock.close();
+  });
+
+  test('RLock is recursive for its owner and refuses release by a non-owner', () => {
+    const r = new mp.RLock();
+    r.acquireSync();
+    r.acquireSync();
+    r.release();
+    expect(r.locked()).toBe(true);
+    r.release();
+    expect(r.locked()).toBe(false);
+    expect(() => r.release()).toThrow(/un-acquired/);
+    r.close();
+  });
+
+  test('bad options are TypeErrors', async () => {
+    const lock = new mp.Lock();
+    expect(() => lock.acquireSync({ timeout: 'soon' as any })).toThrow(TypeError);
+    expect(() => lock.acquireSync({ blocking: 1 as any })).toThrow(TypeError);
+    await expect(lock.acquire({ signal: {} as any })).rejects.toThrow(TypeError);
+    expect(lock.locked()).toBe(false);
+    lock.close();
+  });
+});
+
+describe('Lock across processes', () => {
+  test('4 processes × 5000 locked increments come out exact', async () => {
+    const v = new mp.Value('i', 0, { lock: false });
+    const lock = new mp.Lock();
+    const procs = [0, 1, 2, 3].map(() => new mp.Process({
+      target: (v: any, lock: any, n: number) => {
+        for (let i = 0; i < n; i++) lock.withLockSync(() => { v.value += 1; });
+      },
+      args: [v, lock, 5000],
+    }));
+    procs.forEach((p) => p.start());
+    await Promise.all(procs.map((p) => p.join(20000)));
+    expect(procs.map((p) => p.exitCode)).toEqual([0, 0, 0, 0]);
+    expect(v.value).toBe(20000);
+    v.close();
+    lock.close();
+  });
+
+  test('async acquirers in children come out exact too (futex wake-ups across processes)', async () => {
+    const v = new mp.Value('i', 0);
+    const procs = [0, 1].map(() => new mp.Process({
+      target: async (v: any) => {
+        for (let i = 0; i < 2000; i++) await v.getLock().withLock(() => { v.value += 1; });
+      },
+      args: [v],
+    }));
+    procs.forEach((p) => p.start());
+    for (let i = 0; i < 2000; i++) await v.getLock().withLock(() => { v.value += 1; });
+    await Promise.all(procs.map((p) => p.join(20000)));
+    expect(v.value).toBe(6000);
+    v.close();
+  });
+
+  test('a holder killed with SIGKILL: the next acquirer gets OwnerDiedError, then the lock is free', async () => {
+    const lock = new mp.Lock();
+    const ready = new mp.Event();
+    const holder = new mp.Process({
+      target: (lock: any, ready: any) => {
+        lock.acquireSync();
+        ready.set();
+        setInterval(() => {}, 1000);
+      },
+      args: [lock, ready],
+    });
+    holder.start();
+    expect(await ready.wait(10000)).toBe(true);
+    expect(lock.acquireSync({ blocking: false })).toBe(false);
+    const waiter = lock.acquire();
+    holder.kill();
+    await holder.join(5000);
+    expect(holder.exitCode).toBe(-9);
+    await expect(waiter).rejects.toMatchObject({ name: 'OwnerDiedError', ownerPid: holder.pid });
+    // The error told us the lock is free again, but not held by us:
+    expect(lock.locked()).toBe(false);
+    expect(await lock.acquire({ timeout: 1000 })).toBe(true);
+    lock.release();
+    lock.close();
+    ready.close();
+  });
+
+  test('a dead holder is noticed by an acquirer that arrives after the death, sync form too', async () => {
+    const lock = new mp.RLock();
+    const holder = new mp.Process({ target: (lock: any) => { lock.acquireSync(); process.kill(process.pid, 'SIGKILL'); }, args: [lock] });
+    holder.start();
+    await holder.join(10000);
+    expect(holder.exitCode).toBe(-9);
+    let err: any;
+    try {
+      lock.acquireSync();
+    } catch (e) {
+      err = e;
+    }
+    expect(err?.name).toBe('OwnerDiedError');
+    expect(lock.acquireSync({ timeout: 1000 })).toBe(true);
+    lock.release();
+    lock.close();
+  });
+
+  test('eight pending async waits do not park on the libuv threadpool: fs still works', async () => {
+    const locks = Array.from({ length: 8 }, () => new mp.Lock());
+    locks.forEach((l) => l.acquireSync());
+    const waits = locks.map((l) => l.acquire());
+    const content = await fs.promises.readFile(__filename, 'utf8');
+    expect(content.length).toBeGreaterThan(0);
+    locks.forEach((l) => l.release());
+    expect(await Promise.all(waits)).toEqual(Array(8).fill(true));
+    locks.forEach((l) => { l.release(); l.close(); });
+  });
+});
