@@ -85,7 +85,16 @@ let exitHooksInstalled = false;
 function installExitHooks(): void {
   if (exitHooksInstalled) return;
   exitHooksInstalled = true;
-  native.setExitCallback((pidfd) => byPidfd.get(pidfd)?.reapNow());
+  native.setExitCallback((pidfd) => {
+    // Called from native code, which must not see a JS exception: report it as uncaught instead.
+    try {
+      byPidfd.get(pidfd)?.reapNow();
+    } catch (err) {
+      process.nextTick(() => {
+        throw err;
+      });
+    }
+  });
   // Python terminates daemonic children when the parent exits; children die with us anyway
   // (PR_SET_PDEATHSIG), but SIGTERM first lets them run their own exit handlers.
   process.on('exit', () => {

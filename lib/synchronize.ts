@@ -14,6 +14,7 @@ import { BrokenBarrierError, OwnerDiedError, releasedTooManyTimes } from './erro
 import { native } from './native';
 import { Segment } from './segment';
 import { kShare, registerKind, ShareDescription } from './shared';
+import { compileSource, toTaskSpec } from './task';
 import {
   checkSignal, checkTimeout, deadlineAfter, describe, remaining, runAsync, runSync, wake, WaitPlan, WaitResult,
 } from './wait';
@@ -664,9 +665,8 @@ export class Barrier extends Primitive {
     }
     if (parties < 1 || parties > 0xffff) throw new RangeError(`Barrier(): parties must be between 1 and 65535, got ${parties}`);
     const o = checkOptions(options, 'Barrier()');
-    if (o.action !== undefined && typeof o.action !== 'function') {
-      throw new TypeError(`Barrier(): action must be a function, got ${describe(o.action)}`);
-    }
+    // The action may run in any process, so it crosses by source like a Process target.
+    if (o.action !== undefined) toTaskSpec(o.action, 'Barrier(): action');
     this.defaultTimeout = checkTimeout(o.timeout, 'Barrier(): timeout');
     this.action = o.action as (() => void) | undefined;
     this.bind(Segment.create(PRIMITIVE_BYTES), 0, 3);
@@ -797,8 +797,7 @@ export class Barrier extends Primitive {
 }
 
 function compileAction(source: string): () => void {
-  // eslint-disable-next-line no-new-func
-  return new Function(`return (${source});`)() as () => void;
+  return compileSource(source, 'Barrier action') as () => void;
 }
 
 registerKind('Lock', (segs, offset: number) => Lock.over(segs[0], offset));

@@ -92,7 +92,8 @@ export const CLOSURE_HINT =
   'functions sent to another process must be self-contained: they cannot use variables of the scope they were written in; ' +
   'pass values as arguments, require()/import() modules inside the function, or use mp.task(module, export)';
 
-function compileSource(source: string, name: string): Function {
+/** Compiles a function's source in this process (once per source), with require() and import(). */
+export function compileSource(source: string, name: string): Function {
   let fn = compiled.get(source);
   if (fn !== undefined) return fn;
   const wrapper = `(function (require, __filename, __dirname) { return (${source}\n); })`;

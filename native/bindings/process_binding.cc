@@ -88,9 +88,10 @@ Napi::Value WaitExit(const Napi::CallbackInfo& info) {
   }
 }
 
-void DeliverExits(Napi::Env env, Napi::Function dispatcher) {
+void DeliverExits(Napi::Env env) {
   Addon* addon = env.GetInstanceData<Addon>();
-  if (addon == nullptr || !addon->exit_watcher) return;
+  if (addon == nullptr || !addon->exit_watcher || addon->exit_callback.IsEmpty()) return;
+  Napi::Function dispatcher = addon->exit_callback.Value();
   for (int pidfd : addon->exit_watcher->Drain()) {
     if (addon->watched_exits.erase(pidfd) == 0) continue;
     dispatcher.Call({Napi::Number::New(env, pidfd)});
@@ -98,17 +99,25 @@ void DeliverExits(Napi::Env env, Napi::Function dispatcher) {
   addon->UpdateExitRef(env);
 }
 
+// As setWaitCallback: the latest function set receives the pidfds of exited children.
 Napi::Value SetExitCallback(const Napi::CallbackInfo& info) {
   RequireArgs(info, 1, "setExitCallback");
+  if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setExitCallback: expected a function");
   Addon* addon = info.Env().GetInstanceData<Addon>();
-  if (addon->exit_watcher) throw Napi::Error::New(info.Env(), "setExitCallback: already set");
-  addon->exit_tsfn = Napi::ThreadSafeFunction::New(info.Env(), info[0].As<Napi::Function>(),
-                                                   "node-multiprocessing:exit", 0, 1);
+  addon->exit_callback = Napi::Persistent(info[0].As<Napi::Function>());
+  if (addon->exit_watcher) return info.Env().Undefined();
+  addon->exit_tsfn = Napi::ThreadSafeFunction::New(info.Env(), Napi::Function(), "node-multiprocessing:exit", 0, 1);
   addon->exit_tsfn.Unref(info.Env());
   Napi::ThreadSafeFunction tsfn = addon->exit_tsfn;
   try {
     addon->exit_watcher = std::make_unique<spawn::ExitWatcher>([tsfn]() mutable {
-      tsfn.NonBlockingCall([](Napi::Env env, Napi::Function fn) { DeliverExits(env, fn); });
+      tsfn.NonBlockingCall([](Napi::Env env, Napi::Function) {
+        // As in DeliverWaits: only a torn-down environment makes this fail.
+        try {
+          DeliverExits(env);
+        } catch (...) {
+        }
+      });
     });
   } catch (const SysFail& f) {
     ThrowSysFail(info.Env(), f);

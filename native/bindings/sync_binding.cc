@@ -42,27 +42,38 @@ Napi::Value FutexWake(const Napi::CallbackInfo& info) {
 }
 
 // Runs on the JS thread whenever a waiter thread reports completions.
-void DeliverWaits(Napi::Env env, Napi::Function dispatcher) {
+void DeliverWaits(Napi::Env env) {
   Addon* addon = env.GetInstanceData<Addon>();
-  if (addon == nullptr || !addon->waiter) return;
+  if (addon == nullptr || !addon->waiter || addon->wait_callback.IsEmpty()) return;
+  Napi::Function dispatcher = addon->wait_callback.Value();
   for (const Waiter::Completion& c : addon->waiter->Drain()) {
     if (addon->live_waits.erase(c.id) == 0) continue;  // cancelled meanwhile
-    dispatcher.Call({Napi::Number::New(env, static_cast<double>(c.id)),
-                     Napi::Number::New(env, c.result)});
+    dispatcher.Call({Napi::Number::New(env, static_cast<double>(c.id)), Napi::Number::New(env, c.result)});
   }
   addon->UpdateWaitRef(env);
 }
 
+// Sets the JS function that receives (id, result). It may be set again (a test runner loads our
+// JS afresh per test file, but this addon once per process): the latest one gets the results.
 Napi::Value SetWaitCallback(const Napi::CallbackInfo& info) {
   RequireArgs(info, 1, "setWaitCallback");
+  if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setWaitCallback: expected a function");
   Addon* addon = info.Env().GetInstanceData<Addon>();
-  if (addon->waiter) throw Napi::Error::New(info.Env(), "setWaitCallback: already set");
-  addon->wait_tsfn = Napi::ThreadSafeFunction::New(info.Env(), info[0].As<Napi::Function>(),
-                                                   "node-multiprocessing:wait", 0, 1);
+  addon->wait_callback = Napi::Persistent(info[0].As<Napi::Function>());
+  if (addon->waiter) return info.Env().Undefined();
+  addon->wait_tsfn = Napi::ThreadSafeFunction::New(info.Env(), Napi::Function(), "node-multiprocessing:wait", 0, 1);
   addon->wait_tsfn.Unref(info.Env());
   Napi::ThreadSafeFunction tsfn = addon->wait_tsfn;
   addon->waiter = std::make_unique<Waiter>([tsfn]() mutable {
-    tsfn.NonBlockingCall([](Napi::Env env, Napi::Function fn) { DeliverWaits(env, fn); });
+    tsfn.NonBlockingCall([](Napi::Env env, Napi::Function) {
+      // The JS dispatcher never throws: anything that fails in here fails because Node is
+      // tearing the environment down, when there is nobody left to tell; escaping, it would
+      // terminate the process.
+      try {
+        DeliverWaits(env);
+      } catch (...) {
+      }
+    });
   });
   return info.Env().Undefined();
 }

@@ -1,0 +1,201 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import * as mp from '../dist';
+
+describe('Semaphore and BoundedSemaphore', () => {
+  test('counts down, refuses at zero, times out, and counts up on release', async () => {
+    const s = new mp.Semaphore(2);
+    expect(s.getValue()).toBe(2);
+    expect(s.acquireSync()).toBe(true);
+    expect(await s.acquire()).toBe(true);
+    expect(s.acquireSync({ blocking: false })).toBe(false);
+    expect(await s.acquire({ timeout: 10 })).toBe(false);
+    s.release();
+    expect(s.getValue()).toBe(1);
+    s.release();
+    s.release();
+    expect(s.getValue()).toBe(3);  // unbounded, as Python's
+    s.close();
+  });
+
+  test('BoundedSemaphore refuses to go above its initial value', () => {
+    const b = new mp.BoundedSemaphore(1);
+    expect(() => b.release()).toThrow(/released too many times/);
+    b.acquireSync();
+    b.release();
+    expect(b.getValue()).toBe(1);
+    b.close();
+  });
+
+  test('Semaphore(-1) and non-integers are refused', () => {
+    expect(() => new mp.Semaphore(-1)).toThrow(RangeError);
+    expect(() => new mp.Semaphore(1.5)).toThrow(TypeError);
+    expect(() => new mp.BoundedSemaphore('2' as any)).toThrow(TypeError);
+  });
+
+  test('at most N holders across processes', async () => {
+    const sem = new mp.Semaphore(2);
+    const inside = new mp.Value('i', 0);
+    const maxInside = new mp.Value('i', 0);
+    const procs = [0, 1, 2, 3, 4].map(() => new mp.Process({
+      target: (sem: any, inside: any, maxInside: any) => {
+        for (let i = 0; i < 200; i++) {
+          sem.withLockSync(() => {
+            const now = inside.getLock().withLockSync(() => ++inside.value);
+            maxInside.getLock().withLockSync(() => { if (now > maxInside.value) maxInside.value = now; });
+            for (let k = 0; k < 1000; k++);
+            inside.getLock().withLockSync(() => inside.value--);
+          });
+        }
+      },
+      args: [sem, inside, maxInside],
+    }));
+    procs.forEach((p) => p.start());
+    await Promise.all(procs.map((p) => p.join(20000)));
+    expect(procs.map((p) => p.exitCode)).toEqual([0, 0, 0, 0, 0]);
+    expect(maxInside.value).toBeLessThanOrEqual(2);
+    expect(maxInside.value).toBeGreaterThanOrEqual(1);
+    expect(inside.value).toBe(0);
+    expect(sem.getValue()).toBe(2);
+    for (const x of [sem, inside, maxInside]) x.close();
+  });
+});
+
+describe('Event', () => {
+  test('set/clear/isSet and waits with timeouts', async () => {
+    const e = new mp.Event();
+    expect(e.isSet()).toBe(false);
+    expect(await e.wait(10)).toBe(false);
+    expect(e.waitSync(10)).toBe(false);
+    e.set();
+    expect(await e.wait()).toBe(true);
+    expect(e.waitSync()).toBe(true);
+    e.clear();
+    expect(e.isSet()).toBe(false);
+    e.close();
+  });
+
+  test('a child sets it; the parent awaiting it wakes', async () => {
+    const e = new mp.Event();
+    const p = new mp.Process({ target: (e: any) => setTimeout(() => e.set(), 50), args: [e] });
+    p.start();
+    expect(await e.wait(10000)).toBe(true);
+    await p.join();
+    e.close();
+  });
+});
+
+describe('Condition', () => {
+  test('wait/notify between processes, with the default RLock', async () => {
+    const cond = new mp.Condition();
+    const items = new mp.Array('i', 2);
+    const consumer = new mp.Process({
+      target: (cond: any, items: any) => {
+        cond.withLockSync(() => {
+          while (items[0] === 0) cond.waitSync();
+          items[1] = items[0] * 10;
+        });
+      },
+      args: [cond, items],
+    });
+    consumer.start();
+    await new Promise((r) => setTimeout(r, 50));
+    await cond.withLock(() => {
+      items[0] = 7;
+      cond.notify();
+    });
+    await consumer.join(10000);
+    expect(consumer.exitCode).toBe(0);
+    expect(items[1]).toBe(70);
+    cond.close();
+    items.close();
+  });
+
+  test('wait times out with false and re-acquires; waitFor returns the predicate', async () => {
+    const cond = new mp.Condition(new mp.Lock());
+    await cond.acquire();
+    expect(await cond.wait(10)).toBe(false);
+    expect(cond.waitSync(10)).toBe(false);
+    expect(await cond.waitFor(() => 0, 10)).toBe(0);
+    expect(cond.waitForSync(() => 'ready', 10)).toBe('ready');
+    cond.release();
+    expect(() => cond.notify()).toThrow(/un-acquired/);
+    await expect(cond.wait(10)).rejects.toThrow(/un-acquired/);
+    cond.close();
+  });
+
+  test('notifyAll wakes every waiter in every process; notify(n) wakes n', async () => {
+    const cond = new mp.Condition();
+    const woken = new mp.Value('i', 0);
+    const waiting = new mp.Value('i', 0);
+    const procs = [0, 1, 2].map(() => new mp.Process({
+      target: async (cond: any, woken: any, waiting: any) => {
+        await cond.acquire();
+        waiting.value += 1;
+        const ok = await cond.wait(10000);
+        if (ok) woken.value += 1;
+        cond.release();
+      },
+      args: [cond, woken, waiting],
+    }));
+    procs.forEach((p) => p.start());
+    const deadline = Date.now() + 10000;
+    while (waiting.value < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await cond.withLock(() => cond.notify(1));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(woken.value).toBe(1);
+    await cond.withLock(() => cond.notifyAll());
+    await Promise.all(procs.map((p) => p.join(10000)));
+    expect(woken.value).toBe(3);
+    for (const x of [cond, woken, waiting]) x.close();
+  });
+
+  test('Condition(lock) refuses a non-lock', () => {
+    expect(() => new mp.Condition({} as any)).toThrow(TypeError);
+  });
+});
+
+describe('Barrier', () => {
+  test('three processes pass together; indices are 0..2; the action runs once', async () => {
+    // The action crosses by source, so it names its file by a literal.
+    const file = path.join(os.tmpdir(), `nmp-barrier-${process.pid}`);
+    fs.rmSync(file, { force: true });
+    const action = eval(`() => require('fs').appendFileSync(${JSON.stringify(file)}, 'x')`);
+    const barrier = new mp.Barrier(3, { action });
+    expect(barrier.parties).toBe(3);
+    const indices = new mp.Array('i', [-1, -1, -1]);
+    const procs = [0, 1].map((k) => new mp.Process({
+      target: async (b: any, indices: any, k: number) => { indices[k] = await b.wait(10000); },
+      args: [barrier, indices, k],
+    }));
+    procs.forEach((p) => p.start());
+    indices[2] = await barrier.wait(10000);
+    await Promise.all(procs.map((p) => p.join(10000)));
+    expect([...indices].sort()).toEqual([0, 1, 2]);
+    expect(barrier.broken).toBe(false);
+    expect(barrier.nWaiting).toBe(0);
+    expect(fs.readFileSync(file, 'utf8')).toBe('x');
+    fs.rmSync(file);
+    for (const x of [barrier, indices]) x.close();
+  });
+
+  test('a timeout breaks it; abort() and reset()', async () => {
+    const b = new mp.Barrier(2);
+    await expect(b.wait(20)).rejects.toMatchObject({ name: 'BrokenBarrierError' });
+    expect(b.broken).toBe(true);
+    await expect(b.wait()).rejects.toMatchObject({ name: 'BrokenBarrierError' });
+    b.reset();
+    expect(b.broken).toBe(false);
+    b.abort();
+    expect(() => b.waitSync()).toThrow(expect.objectContaining({ name: 'BrokenBarrierError' }));
+    b.close();
+  });
+
+  test('Barrier(0) and bad options are refused', () => {
+    expect(() => new mp.Barrier(0)).toThrow(RangeError);
+    expect(() => new mp.Barrier(1.5)).toThrow(TypeError);
+    expect(() => new mp.Barrier(2, { action: 5 as any })).toThrow(TypeError);
+  });
+});
