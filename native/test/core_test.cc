@@ -1,0 +1,280 @@
+// Tests of the C++ core (no Node), built under ASan and UBSan and run by ctest.
+// Prints one line per check and, last, "N passed, N failed".
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../futex.h"
+#include "../shm.h"
+#include "../spawn.h"
+#include "../sysfail.h"
+#include "../tracker.h"
+#include "../waiter.h"
+
+namespace {
+
+int passed = 0;
+int failed = 0;
+
+void Check(bool ok, const char* what) {
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what);
+  (ok ? passed : failed)++;
+}
+
+template <typename F>
+int ErrnoOf(F&& f) {
+  try {
+    f();
+  } catch (const mp::SysFail& fail) {
+    return fail.err;
+  }
+  return 0;
+}
+
+bool ShmExists(const std::string& name) { return access(("/dev/shm/" + name).c_str(), F_OK) == 0; }
+
+template <typename F>
+bool Eventually(F&& f, int ms = 3000) {
+  for (int i = 0; i < ms / 5; ++i) {
+    if (f()) return true;
+    usleep(5000);
+  }
+  return f();
+}
+
+std::string UniqueName(const char* what) {
+  return "nmptest_core_" + std::to_string(getpid()) + "_" + what;
+}
+
+void TestShm() {
+  int fd = mp::shm::CreateAnonymous(4096);
+  auto* a = static_cast<char*>(mp::shm::Map(fd, 4096));
+  auto* b = static_cast<char*>(mp::shm::Map(fd, 4096));
+  a[100] = 42;
+  Check(b[100] == 42, "shm: two mappings of one memfd share bytes");
+  mp::shm::FileId id = mp::shm::Identify(fd);
+  Check(id.size == 4096, "shm: Identify reports the size");
+  int again = mp::shm::OpenFromProcess(getpid(), fd, id.dev, id.ino);
+  auto* c = static_cast<char*>(mp::shm::Map(again, 4096));
+  Check(c[100] == 42, "shm: /proc/<pid>/fd re-open reaches the same memory");
+  Check(ErrnoOf([&] { mp::shm::OpenFromProcess(getpid(), fd, id.dev, id.ino + 1); }) == ESTALE,
+        "shm: a re-open that finds another file is ESTALE");
+  Check(mp::shm::CheckOwnFd(fd, id.dev, id.ino) == fd && mp::shm::CheckOwnFd(fd, id.dev, id.ino + 1) == -1,
+        "shm: CheckOwnFd matches by device and inode");
+  mp::shm::Unmap(a, 4096);
+  mp::shm::Unmap(b, 4096);
+  mp::shm::Unmap(c, 4096);
+  mp::shm::Close(again);
+  mp::shm::Close(fd);
+
+  std::string name = UniqueName("named");
+  int named = mp::shm::CreateNamed(name, 100);
+  struct stat st;
+  fstat(named, &st);
+  Check((st.st_mode & 0777) == 0600, "shm: named segments are mode 0600");
+  Check(ErrnoOf([&] { mp::shm::CreateNamed(name, 100); }) == EEXIST, "shm: creating a name twice is EEXIST");
+  int opened = mp::shm::OpenNamed(name);
+  Check(mp::shm::Identify(opened).size == 100, "shm: OpenNamed sees the size");
+  mp::shm::Close(opened);
+  mp::shm::Close(named);
+  mp::shm::Unlink(name);
+  Check(!ShmExists(name), "shm: Unlink removes the name");
+  Check(ErrnoOf([&] { mp::shm::OpenNamed(name); }) == ENOENT, "shm: opening a missing name is ENOENT");
+  int err = ErrnoOf([&] { mp::shm::CreateNamed(name, size_t{1} << 50); });
+  Check(err != 0 && !ShmExists(name), "shm: an impossible size fails at creation and leaves no name");
+}
+
+void TestFutex() {
+  uint32_t word = 0;
+  Check(mp::futex::Wait(&word, 1, -1) == mp::futex::kNotEqual, "futex: a changed word does not sleep");
+  Check(mp::futex::Wait(&word, 0, 10'000'000) == mp::futex::kTimedOut, "futex: a timed wait times out");
+  std::thread waker([&] {
+    usleep(20000);
+    __atomic_store_n(&word, 1, __ATOMIC_SEQ_CST);
+    mp::futex::Wake(&word, 1);
+  });
+  mp::futex::WaitResult r = mp::futex::Wait(&word, 0, 5'000'000'000);
+  waker.join();
+  Check(r == mp::futex::kWoken || r == mp::futex::kNotEqual, "futex: a wake ends the wait");
+
+  auto* shared = static_cast<uint32_t*>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  shared[0] = 0;
+  pid_t child = fork();
+  if (child == 0) {
+    mp::futex::WaitResult cr = mp::futex::Wait(shared, 0, 5'000'000'000);
+    _exit(cr == mp::futex::kTimedOut ? 1 : 0);
+  }
+  usleep(20000);
+  __atomic_store_n(shared, 1, __ATOMIC_SEQ_CST);
+  mp::futex::Wake(shared, 1);
+  int status = 0;
+  waitpid(child, &status, 0);
+  Check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "futex: a wake reaches a sleeper in another process");
+  munmap(shared, 4096);
+
+  pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  Check(Eventually([&] { return mp::futex::ProcessGone(gone); }), "futex: an unreaped zombie counts as gone");
+  waitpid(gone, &status, 0);
+  Check(mp::futex::ProcessGone(gone) && !mp::futex::ProcessGone(getpid()), "futex: ProcessGone after reaping, not for us");
+}
+
+void TestWaiter() {
+  std::atomic<int> notified{0};
+  mp::Waiter waiter([&] { notified++; });
+  std::vector<uint32_t> words(300, 0);
+  uint64_t timed = waiter.Add(&words[0], 0, 20);
+  uint64_t cancelled = waiter.Add(&words[1], 0, -1);
+  waiter.Cancel(cancelled);
+  std::vector<mp::Waiter::Completion> got;
+  Eventually([&] {
+    for (auto& c : waiter.Drain()) got.push_back(c);
+    return !got.empty();
+  });
+  Check(got.size() == 1 && got[0].id == timed && got[0].result == mp::futex::kTimedOut,
+        "waiter: a timed wait completes as timed out; a cancelled one never completes");
+
+  // More distinct words than one futex_waitv takes: a second thread serves the rest.
+  std::vector<uint64_t> ids;
+  for (size_t i = 2; i < words.size(); ++i) ids.push_back(waiter.Add(&words[i], 0, -1));
+  usleep(20000);
+  for (size_t i = 2; i < words.size(); ++i) {
+    __atomic_store_n(&words[i], 1, __ATOMIC_SEQ_CST);
+    mp::futex::Wake(&words[i], 1);
+  }
+  got.clear();
+  Eventually([&] {
+    for (auto& c : waiter.Drain()) got.push_back(c);
+    return got.size() >= ids.size();
+  });
+  bool all_woken = got.size() == ids.size();
+  for (auto& c : got) all_woken = all_woken && c.result != mp::futex::kTimedOut;
+  Check(all_woken, "waiter: 298 waits on distinct words all complete when woken");
+  Check(notified.load() > 0, "waiter: completions are notified");
+}
+
+void TestTracker() {
+  mp::tracker::Started t = mp::tracker::Start();
+  std::string a = UniqueName("tracked_a");
+  std::string b = UniqueName("tracked_b");
+  // A creator that waits to be killed.
+  pid_t creator = fork();
+  if (creator == 0) {
+    pause();
+    _exit(0);
+  }
+  mp::shm::Close(mp::shm::CreateNamed(a, 10));
+  mp::shm::Close(mp::shm::CreateNamed(b, 10));
+  std::string lines = "R " + std::to_string(creator) + " " + a + "\nR " + std::to_string(getpid()) + " " + b + "\n";
+  ssize_t n = write(t.write_fd, lines.data(), lines.size());
+  Check(n == static_cast<ssize_t>(lines.size()), "tracker: takes registrations");
+  usleep(50000);
+  Check(ShmExists(a), "tracker: a live creator's name stays");
+  kill(creator, SIGKILL);
+  int status;
+  waitpid(creator, &status, 0);
+  Check(Eventually([&] { return !ShmExists(a); }), "tracker: a SIGKILLed creator's name is unlinked");
+  Check(ShmExists(b), "tracker: other creators' names stay");
+  close(t.write_fd);
+  Check(Eventually([&] { return !ShmExists(b); }), "tracker: at EOF every name left is unlinked");
+  waitpid(t.pid, &status, 0);
+  Check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "tracker: exits at EOF");
+}
+
+std::string ReadAll(int fd) {
+  std::string out;
+  char buf[256];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+mp::spawn::ExitStatus Join(const mp::spawn::Spawned& s) {
+  mp::spawn::WaitExit(s.pidfd, -1);
+  mp::spawn::ExitStatus st = mp::spawn::TryReap(s.pid);
+  close(s.pidfd);
+  return st;
+}
+
+void TestSpawn() {
+  mp::spawn::Options o;
+  o.file = "/bin/sh";
+  o.argv = {"sh", "-c", "exit 3"};
+  o.env = {"PATH=/usr/bin:/bin"};
+  Check(Join(mp::spawn::Spawn(o)).code == 3, "spawn: exit code");
+
+  int pipe_fds[2];
+  pipe2(pipe_fds, O_CLOEXEC);
+  o.argv = {"sh", "-c", "echo \"$WHO\" >&3; grep Cpus_allowed_list /proc/self/status >&3"};
+  o.env = {"WHO=child", "PATH=/usr/bin:/bin"};
+  o.pass_fds = {pipe_fds[1]};
+  o.cpus = {0};
+  mp::spawn::Spawned s = mp::spawn::Spawn(o);
+  close(pipe_fds[1]);
+  std::string out = ReadAll(pipe_fds[0]);
+  close(pipe_fds[0]);
+  Join(s);
+  Check(out.find("child\n") == 0, "spawn: env and a passed fd arrive (as fd 3)");
+  Check(out.find("Cpus_allowed_list:\t0\n") != std::string::npos, "spawn: CPU affinity applies");
+
+  o = mp::spawn::Options{};
+  o.file = "/nonexistent/program";
+  o.argv = {"program"};
+  int err = 0;
+  const char* syscall = "";
+  try {
+    mp::spawn::Spawn(o);
+  } catch (const mp::SysFail& f) {
+    err = f.err;
+    syscall = f.syscall;
+  }
+  Check(err == ENOENT && std::strcmp(syscall, "execve") == 0, "spawn: an exec failure is ENOENT from execve, at once");
+  o.file = "/bin/sh";
+  o.argv = {"sh", "-c", "exit 0"};
+  o.cwd = "/nonexistent-dir";
+  err = ErrnoOf([&] { mp::spawn::Spawn(o); });
+  Check(err == ENOENT, "spawn: a bad cwd is ENOENT");
+
+  o.cwd.clear();
+  o.argv = {"sh", "-c", "exec sleep 10"};
+  std::atomic<int> notified{0};
+  {
+    mp::spawn::ExitWatcher watcher([&] { notified++; });
+    mp::spawn::Spawned sleeper = mp::spawn::Spawn(o);
+    watcher.Watch(sleeper.pidfd);
+    Check(!mp::spawn::WaitExit(sleeper.pidfd, 20), "spawn: WaitExit times out while the child runs");
+    kill(sleeper.pid, SIGKILL);
+    std::vector<int> exited;
+    Eventually([&] {
+      for (int fd : watcher.Drain()) exited.push_back(fd);
+      return !exited.empty();
+    });
+    Check(exited.size() == 1 && exited[0] == sleeper.pidfd && notified.load() > 0,
+          "spawn: the exit watcher reports the pidfd of an exited child");
+    Check(Join(sleeper).code == -SIGKILL, "spawn: a killed child's code is -SIGNAL");
+  }
+}
+
+}  // namespace
+
+int main() {
+  TestShm();
+  TestFutex();
+  TestWaiter();
+  TestTracker();
+  TestSpawn();
+  std::printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
