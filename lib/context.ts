@@ -1,7 +1,22 @@
 // Who this process is: MainProcess, or a child started by node-multiprocessing (set by the bootstrap).
-import * as os from 'os';
+import type { TaskSpec } from './task';
 
-import { native } from './native';
+/** The first fd a child is given: its end of the channel. */
+export const CHANNEL_FD = 3;
+
+/** What a child's bootstrap receives first. */
+export interface StartMessage {
+  type: 'start';
+  name: string;
+  identity: number[];
+  daemon: boolean;
+  parent: { pid: number; name: string };
+  /** fds the child was started with, by the identity of their segments. */
+  inherited: Array<{ fd: number; dev: number; ino: number }>;
+  target: TaskSpec | null;
+  args: Buffer;
+}
+
 
 export interface ProcessInfo {
   name: string;
@@ -35,10 +50,15 @@ export interface ParentProcess {
 export function parentProcess(): ParentProcess | null {
   const parent = self.parent;
   if (parent === null) return null;
-  return { name: parent.name, pid: parent.pid, isAlive: () => !native.processGone(parent.pid) };
+  return {
+    name: parent.name,
+    pid: parent.pid,
+    isAlive: () => !(require('./native') as typeof import('./native')).native.processGone(parent.pid),
+  };
 }
 
 /** mp.cpuCount(): the CPUs this process may run on. */
 export function cpuCount(): number {
+  const os = require('os') as typeof import('os');
   return typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
 }

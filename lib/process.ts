@@ -7,13 +7,14 @@ import * as path from 'path';
 import { isMainThread } from 'worker_threads';
 
 import { Channel } from './channel';
-import { self } from './context';
+import { CHANNEL_FD, self, StartMessage } from './context';
 import { native, packageRoot } from './native';
 import { Segment } from './segment';
 import { encode, serialize } from './shared';
-import { Task, TaskSpec, toTaskSpec } from './task';
+import { Task, toTaskSpec } from './task';
 import { trackerFdForChildren } from './tracker';
-import { checkSignal, checkTimeout, describe } from './wait';
+import { describe } from './describe';
+import { checkSignal, checkTimeout } from './wait';
 
 export interface ProcessOptions {
   target?: ((...args: any[]) => unknown) | Task;
@@ -40,21 +41,7 @@ export interface ResourceUsage {
   maxRSS: number;
 }
 
-/** What the bootstrap receives first. */
-export interface StartMessage {
-  type: 'start';
-  name: string;
-  identity: number[];
-  daemon: boolean;
-  parent: { pid: number; name: string };
-  inherited: Array<{ fd: number; dev: number; ino: number }>;
-  target: TaskSpec | null;
-  args: Buffer;
-}
-
 export const BOOTSTRAP = path.join(packageRoot, 'dist', 'bootstrap.js');
-/** The first passed fd: the channel. */
-export const CHANNEL_FD = 3;
 
 /**
  * The parent's Node flags that a child should share: loaders, --require, memory limits... but not

@@ -3,13 +3,11 @@
 //
 // The creator's names are unlinked when it exits, however it exits (the tracker watches it), unless
 // it was created with track: false. An attacher never unlinks: only unlink() does.
-import { randomBytes } from 'crypto';
-
 import { native } from './native';
 import { Segment } from './segment';
 import { kShare, registerKind, ShareDescription } from './shared';
 import { track, untrack } from './tracker';
-import { describe } from './wait';
+import { describe } from './describe';
 
 export interface SharedMemoryOptions {
   /** Without a leading '/'. Generated (unguessable) when creating without one. */
@@ -33,7 +31,8 @@ function checkName(name: unknown): string {
 }
 
 function generatedName(tracked: boolean): string {
-  const rand = randomBytes(8).toString('hex');
+  // crypto costs a child ~2 ms to load: only when a name is made.
+  const rand = (require('crypto') as typeof import('crypto')).randomBytes(8).toString('hex');
   return tracked ? `nmp_${process.pid.toString(36)}_${rand}` : `nmpu_${rand}`;
 }
 

@@ -3,8 +3,8 @@
 // Arguments are walked through plain objects and arrays; everything else goes to v8.serialize.
 import * as v8 from 'v8';
 
-import { Segment, SegmentHandle } from './segment';
-import { describe } from './wait';
+import type { Segment, SegmentHandle } from './segment';
+import { describe } from './describe';
 
 export const kShare = Symbol('node-multiprocessing.share');
 
@@ -87,8 +87,11 @@ export function decode(value: unknown): unknown {
     if (!isPlain(v)) return v;
     const rec = v as Record<string, unknown>;
     if (typeof rec[MARK] === 'string') {
+      // A child loads the shared kinds (and the addon) only when an argument needs them.
+      if (!revivers.has(rec[MARK] as string)) require('./index');
       const revive = revivers.get(rec[MARK] as string);
       if (revive === undefined) throw new TypeError(`cannot revive a shared ${rec[MARK]}: unknown kind`);
+      const { Segment } = require('./segment') as typeof import('./segment');
       const segments = (rec.segments as SegmentHandle[]).map((h) => Segment.attach(h));
       const out = revive(segments, walk(rec.state));
       seen.set(v, out);

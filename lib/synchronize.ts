@@ -15,8 +15,9 @@ import { native } from './native';
 import { Segment } from './segment';
 import { kShare, registerKind, ShareDescription } from './shared';
 import { compileSource, toTaskSpec } from './task';
+import { describe } from './describe';
 import {
-  checkSignal, checkTimeout, deadlineAfter, describe, remaining, runAsync, runSync, wake, WaitPlan, WaitResult,
+  checkSignal, checkTimeout, deadlineAfter, remaining, runAsync, runSync, wake, WaitPlan, WaitResult,
 } from './wait';
 
 const WAITERS = 0x40000000;

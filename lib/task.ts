@@ -2,11 +2,10 @@
 // compiled once per process, or a module task, `mp.task(module, exportName)`, that the other
 // process imports.
 import * as path from 'path';
-import { pathToFileURL } from 'url';
 import * as vm from 'vm';
 import { createRequire } from 'module';
 
-import { describe } from './wait';
+import { describe } from './describe';
 
 export type TaskSpec =
   | { kind: 'source'; source: string; name: string }
@@ -28,7 +27,7 @@ function moduleUrl(moduleUrlOrPath: unknown, caller: string): string {
     throw new TypeError(`${caller}: expected a module URL or path, got ${describe(moduleUrlOrPath)}`);
   }
   if (/^(file|data|node):/.test(moduleUrlOrPath)) return moduleUrlOrPath;
-  return pathToFileURL(path.resolve(moduleUrlOrPath)).href;
+  return (require('url') as typeof import('url')).pathToFileURL(path.resolve(moduleUrlOrPath)).href;
 }
 
 /** `mp.task('./jobs.js', 'square')`: the export `square` of that module, imported by the worker. */

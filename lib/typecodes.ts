@@ -1,6 +1,6 @@
 // Python's array/ctypes typecodes, with C's sizes on this platform (LP64 Linux), and the checks
 // that refuse a bad value before anything is allocated.
-import { describe } from './wait';
+import { describe } from './describe';
 
 export type TypedArray =
   | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | Uint32Array

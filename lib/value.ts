@@ -11,7 +11,7 @@ import { Lock, RLock } from './synchronize';
 import {
   ElementOf, fromElement, toElement, Typecode, TypedArray, TypedArrayOf, TypeInfo, typeInfo, TypeName, ValueOf,
 } from './typecodes';
-import { describe } from './wait';
+import { describe } from './describe';
 
 const HEADER = 16;
 const MAX_BYTES = bufferConstants.MAX_LENGTH;

@@ -1,6 +1,7 @@
 // Futex waits for the JS layer. Each slow path (a lock's acquire, a condition's wait, ...) is
 // written once, as a generator that yields the waits it needs; `runSync` serves them by blocking
 // this thread (the ...Sync API), `runAsync` by a native waiter thread while the event loop runs.
+import { describe } from './describe';
 import { abortError } from './errors';
 import { native, WaitResult } from './native';
 
@@ -116,14 +117,4 @@ export function deadlineAfter(timeout: number | undefined): number {
 export function remaining(deadline: number, cap = Infinity): number | undefined {
   if (deadline === Infinity) return cap === Infinity ? undefined : cap;
   return Math.min(Math.max(0, deadline - performance.now()), cap);
-}
-
-export function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value);
-  if (typeof value === 'bigint') return `${value}n`;
-  if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`;
-  if (Array.isArray(value)) return 'an array';
-  if (value === null) return 'null';
-  if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'null prototype'})`;
-  return String(value);
 }

@@ -1,4 +1,5 @@
-// Real OS processes: fork+exec done the way libuv's uv__process_child_init does it, and exits
+// Real OS processes: clone+exec, the child's set-up done the way libuv's uv__process_child_init
+// does it, and exits
 // watched through pidfds on one thread of our own (node-pty's reason: not the libuv threadpool).
 #pragma once
 #include <sys/resource.h>
@@ -29,8 +30,8 @@ struct Spawned {
   int pidfd;
 };
 
-// Forks and execs. All memory the child needs is prepared before fork(); the child only makes
-// raw syscalls. An exec (or chdir, or affinity) failure is reported back through a close-on-exec
+// Starts a child (clone with CLONE_VM|CLONE_VFORK) and execs. All memory the child needs is
+// prepared first; the child only makes raw syscalls. An exec (or chdir, or affinity) failure is reported back through a close-on-exec
 // pipe and thrown here as SysFail, after the child has been reaped.
 Spawned Spawn(const Options& options);
 

@@ -1,0 +1,211 @@
+#!/usr/bin/env node
+// node-multiprocessing's runner for the anchors' table: prints one JSON line per figure,
+// {"system","workload","value","unit","n"}, with the anchors' workload keys (see
+// ../shared/anchors/py_runner.py), plus a few of our own (W6.lock.async_wakeup.*, W7.sum.private_loop.*).
+//
+//   node bench/nmp_runner.js [W1,W6,W7,W9]
+'use strict';
+const fs = require('fs');
+const mp = require('..');
+
+const SYSTEM = 'node-multiprocessing';
+const N = { W1: 30, W6A: 1_000_000, W6B: 100_000, W7: 10_000_000, W7_REPS: 3, WAKE: 300 };
+
+function emit(workload, value, unit, n) {
+  const v = Math.round(Number(value) * 1e6) / 1e6;
+  process.stdout.write(JSON.stringify({ system: SYSTEM, workload, value: v, unit, n }) + '\n');
+}
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const k = (s.length - 1) * p;
+  const f = Math.floor(k);
+  const c = Math.ceil(k);
+  return s[f] + (s[c] - s[f]) * (k - f);
+};
+const now = () => performance.now();
+
+// W1: start+join of an empty target (after one warm-up), as py_runner's w1.
+async function w1() {
+  const empty = () => {};
+  const warm = new mp.Process({ target: empty });
+  warm.start();
+  await warm.join();
+  const ts = [];
+  for (let i = 0; i < N.W1; i++) {
+    const t0 = now();
+    const p = new mp.Process({ target: empty });
+    p.start();
+    await p.join();
+    ts.push(now() - t0);
+  }
+  emit('W1.start_join.median', median(ts), 'ms', N.W1);
+  emit('W1.start_join.p95', pct(ts, 0.95), 'ms', N.W1);
+}
+
+// W6a: uncontended acquire+release pairs in one process; W6b: two processes × 100k locked
+// increments of a raw Value, started together behind a Barrier, timed by CLOCK_MONOTONIC
+// stamps taken in the children (py_runner's w6).
+function pairs(lock, n) {
+  for (let i = 0; i < n; i++) {
+    lock.acquireSync();
+    lock.release();
+  }
+}
+
+async function w6() {
+  const lock = new mp.Lock();
+  const reps = [];
+  for (let r = 0; r < 5; r++) {
+    const t0 = now();
+    pairs(lock, N.W6A);
+    reps.push(now() - t0);
+  }
+  emit('W6.lock.uncontended', N.W6A / (median(reps) / 1e3), 'pairs/s', N.W6A);
+
+  const shared = new mp.Lock();
+  const v = new mp.RawValue('i', 0);
+  const barrier = new mp.Barrier(2);
+  const stamps = new mp.RawArray('q', 4);
+  const procs = [0, 1].map((k) => new mp.Process({
+    target: (lock, v, n, barrier, stamps, k) => {
+      barrier.waitSync();
+      stamps[2 * k] = process.hrtime.bigint();
+      for (let i = 0; i < n; i++) {
+        lock.acquireSync();
+        v.value += 1;
+        lock.release();
+      }
+      stamps[2 * k + 1] = process.hrtime.bigint();
+    },
+    args: [shared, v, N.W6B, barrier, stamps, k],
+  }));
+  procs.forEach((p) => p.start());
+  await Promise.all(procs.map((p) => p.join()));
+  const start = stamps[0] < stamps[2] ? stamps[0] : stamps[2];
+  const end = stamps[1] > stamps[3] ? stamps[1] : stamps[3];
+  const totalMs = Number(end - start) / 1e6;
+  emit('W6.lock.contended_2proc.total', totalMs, 'ms', 2 * N.W6B);
+  emit('W6.lock.contended_2proc.ops', (2 * N.W6B) / (totalMs / 1e3), 'ops/s', 2 * N.W6B);
+  emit('W6.lock.contended_2proc.final_value', v.value, 'count', 2 * N.W6B);
+  emit('W6.lock.contended_2proc.correct', v.value === 2 * N.W6B ? 1 : 0, 'bool', 2 * N.W6B);
+
+  // Async wake-up: this process releases; the Promise of an acquire pending in another
+  // process resolves. Latency = resolve time - release time (CLOCK_MONOTONIC, both sides).
+  // Round i: once the child has finished round i-1 (state[3]), this process takes the lock and
+  // says so (state[2]); the child then starts an
+  // acquire, says it waits (state[1]); we let its wait reach the kernel, stamp, and release.
+  const wakeLock = new mp.Lock();
+  const state = new mp.RawArray('q', 4);  // [0] release stamp, [1] child waits in round, [2] parent holds for round, [3] rounds done
+  const lat = new mp.RawArray('d', N.WAKE);
+  const child = new mp.Process({
+    target: async (lock, state, lat, n) => {
+      const pause = new Int32Array(new SharedArrayBuffer(4));
+      for (let i = 0; i < n; i++) {
+        while (Atomics.load(state, 2) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
+        const acquired = lock.acquire();
+        Atomics.store(state, 1, BigInt(i + 1));
+        await acquired;
+        lat[i] = Number(process.hrtime.bigint() - state[0]) / 1e3;
+        lock.release();
+        Atomics.store(state, 3, BigInt(i + 1));
+      }
+    },
+    args: [wakeLock, state, lat, N.WAKE],
+  });
+  child.start();
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < N.WAKE; i++) {
+    while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
+    wakeLock.acquireSync();
+    Atomics.store(state, 2, BigInt(i + 1));
+    while (Atomics.load(state, 1) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
+    Atomics.wait(pause, 0, 0, 1);  // let the child's wait reach the kernel
+    Atomics.store(state, 0, process.hrtime.bigint());
+    wakeLock.release();
+  }
+  await child.join();
+  const xs = [...lat];
+  emit('W6.lock.async_wakeup.median', median(xs), 'us', N.WAKE);
+  emit('W6.lock.async_wakeup.p95', pct(xs, 0.95), 'us', N.WAKE);
+}
+
+// W7: a child sums a 10M float64 mp.Array (median of 3), and, in the same child, the same loop
+// over a private Float64Array of the same data: the ratio is what shared memory costs.
+async function w7() {
+  const n = N.W7;
+  const arr = new mp.Array('d', n);
+  for (let i = 0; i < n; i++) arr[i] = i;
+  const out = new mp.RawArray('d', 3);
+  const p = new mp.Process({
+    target: (arr, reps, out) => {
+      const sum = (a) => {
+        let s = 0;
+        for (let i = 0; i < a.length; i++) s += a[i];
+        return s;
+      };
+      const time = (a) => {
+        const ts = [];
+        let s = 0;
+        for (let r = 0; r < reps; r++) {
+          const t0 = performance.now();
+          s = sum(a);
+          ts.push(performance.now() - t0);
+        }
+        ts.sort((x, y) => x - y);
+        return [s, ts[ts.length >> 1]];
+      };
+      const priv = Float64Array.from(arr);
+      sum(priv);  // warm the JIT on both kinds before timing either
+      sum(arr);
+      const [sPriv, tPriv] = time(priv);
+      const [sShared, tShared] = time(arr);
+      out[0] = sShared === sPriv ? sShared : NaN;
+      out[1] = tShared;
+      out[2] = tPriv;
+    },
+    args: [arr, N.W7_REPS, out],
+  });
+  p.start();
+  await p.join();
+  if (out[0] !== (n * (n - 1)) / 2) throw new Error(`W7 sum is ${out[0]}`);
+  emit('W7.sum.mp_array_ctypes.time', out[1], 'ms', n);
+  emit('W7.sum.mp_array_ctypes.bandwidth', (n * 8) / (out[1] / 1e3) / 1e9, 'GB/s', n);
+  emit('W7.sum.private_loop.time', out[2], 'ms', n);
+  emit('W7.sum.shared_over_private', out[1] / out[2], 'ratio', n);
+  arr.close();
+}
+
+// W9: RSS of an idle child (our Process; the anchors measure idle pool workers).
+async function w9() {
+  const ps = [0, 1].map(() => new mp.Process({ target: () => setInterval(() => {}, 1000) }));
+  ps.forEach((p) => p.start());
+  await new Promise((r) => setTimeout(r, 700));
+  const rss = ps.map((p) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p.pid}/status`, 'utf8'))[1]) / 1024);
+  const pss = ps.map((p) => Number(/Pss:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p.pid}/smaps_rollup`, 'utf8'))[1]) / 1024);
+  emit('W9.idle_worker_rss', rss.reduce((a, b) => a + b) / rss.length, 'MiB', rss.length);
+  emit('W9.idle_worker_pss', pss.reduce((a, b) => a + b) / pss.length, 'MiB', pss.length);
+  ps.forEach((p) => p.kill());
+  await Promise.all(ps.map((p) => p.join()));
+}
+
+const WORKLOADS = { W1: w1, W6: w6, W7: w7, W9: w9 };
+
+async function main() {
+  const t0 = now();
+  const which = (process.argv[2] || Object.keys(WORKLOADS).join(',')).split(',');
+  for (const w of which) {
+    if (!WORKLOADS[w]) throw new Error(`unknown workload ${w}`);
+    await WORKLOADS[w]();
+  }
+  emit('runner.wall', (now() - t0) / 1e3, 's', 1);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
