@@ -1,0 +1,46 @@
+// The package as users meet it: ESM and CommonJS entry points, types, the README's example, and
+// the walkthrough behind `npm start`.
+import { execFile } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { ROOT } from './helpers';
+
+function node(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { cwd: ROOT, timeout: 30000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+test('the README example runs as ESM (`import * as mp`) and prints 5000', async () => {
+  const run = await node(['examples/readme.mjs']);
+  expect(run.stderr).toBe('');
+  expect(run.stdout.trim()).toBe('5000');
+});
+
+test('require() and import() give the same API, with types', async () => {
+  const run = await node(['-e', `
+    const cjs = require('node-multiprocessing');
+    import('node-multiprocessing').then((esm) => {
+      const names = ['Process', 'Value', 'Array', 'RawValue', 'RawArray', 'SharedMemory', 'Lock', 'RLock', 'Semaphore',
+        'BoundedSemaphore', 'Condition', 'Event', 'Barrier', 'OwnerDiedError', 'BrokenBarrierError', 'TimeoutError',
+        'currentProcess', 'parentProcess', 'activeChildren', 'cpuCount', 'task', 'tasks'];
+      console.log(names.every((n) => typeof cjs[n] === 'function' && esm[n] === cjs[n]));
+    });`]);
+  expect(run.stdout.trim()).toBe('true');
+  expect(fs.existsSync(path.join(ROOT, 'dist', 'index.d.ts'))).toBe(true);
+});
+
+test('npm start: the walkthrough adds to a Value without and with a Lock', async () => {
+  const run = await node(['examples/tutorial.js']);
+  expect(run.code).toBe(0);
+  expect(run.stdout).toMatch(/job\(1, 2\) runs in process \d+/);
+  expect(run.stdout).toContain('value1=42 value2=6.28 array=[10,20,30,40]');
+  // With the lock, one process's five additions come before the other's: the sum is exact.
+  const finals = [...run.stdout.matchAll(/final value: (\d+)/g)].map((m) => Number(m[1]));
+  expect(finals).toHaveLength(2);
+  expect(finals[1]).toBe(25);
+  expect(finals[0]).toBeLessThanOrEqual(25);
+});
