@@ -45,6 +45,22 @@ async function w1() {
   }
   emit('W1.start_join.median', median(ts), 'ms', N.W1);
   emit('W1.start_join.p95', pct(ts, 0.95), 'ms', N.W1);
+
+  // The same with the 'warm' start method, a spare being up at each start (it is not a fork:
+  // a fresh Node booted ahead of time). Not in the anchors' table: our own key.
+  mp.setStartMethod('warm', { spares: 1 });
+  const warmTs = [];
+  for (let i = 0; i < N.W1; i++) {
+    await mp.sparesReady();
+    const t0 = now();
+    const p = new mp.Process({ target: empty });
+    p.start();
+    await p.join();
+    warmTs.push(now() - t0);
+  }
+  mp.setStartMethod('spawn');
+  emit('W1.start_join_warm.median', median(warmTs), 'ms', N.W1);
+  emit('W1.start_join_warm.p95', pct(warmTs, 0.95), 'ms', N.W1);
 }
 
 // W6a: uncontended acquire+release pairs in one process; W6b: two processes × 100k locked

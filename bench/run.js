@@ -103,6 +103,8 @@ function summary(get) {
       `${ratio(o('W7.sum.mp_array_ctypes.time'), o('W7.sum.private_loop.time'))} of a private Float64Array; ${ratio(get('py-mp-fork', 'W7.sum.shm_memoryview.time'), o('W7.sum.mp_array_ctypes.time'))} faster than Python's best (shared_memory)`, 'goal ≤ 1.3×, ≥ 5×'],
     ['Start+join of an empty Process, median (ms)', fmt(o('W1.start_join.median')),
       `${ratio(o('W1.start_join.median'), get('node-fork-json', 'W1.start_join.median'))} of child_process.fork; py-mp-fork ${fmt(get('py-mp-fork', 'W1.start_join.median'))} ms`, 'goal ≤ 1.0'],
+    ['Start+join with a warm spare up, median (ms)', fmt(o('W1.start_join_warm.median')),
+      `p95 ${fmt(o('W1.start_join_warm.p95'))} ms; py-mp-forkserver in RESULTS.md: 30.7 ms`, 'goal ≤ 10 ms'],
     ['Idle child RSS (MiB)', fmt(o('W9.idle_worker_rss')),
       `${ratio(o('W9.idle_worker_rss'), get('node-fork-json', 'W9.idle_worker_rss'))} of a child_process.fork worker`, 'goal ≤ 1.0'],
   ];

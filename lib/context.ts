@@ -15,6 +15,9 @@ export interface StartMessage {
   inherited: Array<{ fd: number; dev: number; ino: number }>;
   target: TaskSpec | null;
   args: Buffer;
+  /** For a warm child, started before it was needed: its environment and cwd. */
+  env?: Record<string, string | undefined>;
+  cwd?: string;
 }
 
 

@@ -10,6 +10,8 @@ export type { ElementOf, Typecode, TypedArrayOf, TypeName, ValueOf } from './typ
 export { RawArray, RawValue, SharedArray as Array, Value } from './value';
 export type { SharedArray, SharedArrayMethods, SharedOptions } from './value';
 export { activeChildren, Process } from './process';
+export { getAllStartMethods, getStartMethod, setStartMethod, sparesReady } from './start-method';
+export type { StartMethod, WarmOptions } from './start-method';
 export type { ProcessOptions, ResourceUsage } from './process';
 export { cpuCount, currentProcess, parentProcess } from './context';
 export type { CurrentProcess, ParentProcess } from './context';

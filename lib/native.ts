@@ -49,6 +49,7 @@ export interface Binding {
   // spawn.h, tracker.h
   spawn(options: SpawnOptions): { pid: number; pidfd: number };
   tryReap(pid: number): ReapResult | null;
+  setAffinity(pid: number, cpus: number[]): void;
   waitExit(pidfd: number, timeoutMs: number): boolean;
   setExitCallback(dispatch: (pidfd: number) => void): void;
   watchExit(pidfd: number, keepAlive: boolean): void;

@@ -3,17 +3,17 @@
 // The child is `node [execArgv] dist/bootstrap.js`, given a Unix socket (fd 3), the name
 // tracker's pipe (fd 4, when there is one) and the fds of every shared object in its arguments.
 // Its exit is watched through a pidfd; wait4 gives the status and the resource usage.
-import * as path from 'path';
 import { isMainThread } from 'worker_threads';
 
 import { Channel } from './channel';
-import { CHANNEL_FD, self, StartMessage } from './context';
-import { native, packageRoot } from './native';
+import { self, StartMessage } from './context';
+import { describe } from './describe';
+import { inheritableExecArgv, launch, Launched, offExit, onExit } from './launch';
+import { native } from './native';
 import { Segment } from './segment';
 import { encode, serialize } from './shared';
+import { getStartMethod, spareChildExited, StartMethod, takeSpare } from './start-method';
 import { Task, toTaskSpec } from './task';
-import { trackerFdForChildren } from './tracker';
-import { describe } from './describe';
 import { checkSignal, checkTimeout } from './wait';
 
 export interface ProcessOptions {
@@ -30,6 +30,8 @@ export interface ProcessOptions {
   cpus?: number[];
   /** Aborting it terminates the child. */
   signal?: AbortSignal;
+  /** 'spawn' (a fresh Node) or 'warm' (a spare booted ahead); default: mp.getStartMethod(). */
+  startMethod?: StartMethod;
 }
 
 export interface ResourceUsage {
@@ -41,47 +43,13 @@ export interface ResourceUsage {
   maxRSS: number;
 }
 
-export const BOOTSTRAP = path.join(packageRoot, 'dist', 'bootstrap.js');
-
-/**
- * The parent's Node flags that a child should share: loaders, --require, memory limits... but not
- * the ones that name the parent's own program (`-e code`, `-p`, `--test`, `--watch`) or would
- * collide on a port (`--inspect`). Python's spawn does the same with its interpreter flags.
- */
-export function inheritableExecArgv(argv: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (['-e', '--eval', '-p', '--print', '-pe', '-ep'].includes(a)) {
-      i++;
-      continue;
-    }
-    if (/^--(eval|print)=/.test(a)) continue;
-    if (['-i', '--interactive', '-c', '--check', '--test', '--watch'].includes(a)) continue;
-    if (/^--(test|watch|inspect|debug)(-[a-z-]+)?(=|$)/.test(a)) continue;
-    out.push(a);
-  }
-  return out;
-}
-
 let childCounter = 0;
-const byPidfd = new Map<number, Process>();
 const running = new Set<Process>();
-let exitHooksInstalled = false;
+let exitHookInstalled = false;
 
-function installExitHooks(): void {
-  if (exitHooksInstalled) return;
-  exitHooksInstalled = true;
-  native.setExitCallback((pidfd) => {
-    // Called from native code, which must not see a JS exception: report it as uncaught instead.
-    try {
-      byPidfd.get(pidfd)?.reapNow();
-    } catch (err) {
-      process.nextTick(() => {
-        throw err;
-      });
-    }
-  });
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
   // Python terminates daemonic children when the parent exits; children die with us anyway
   // (PR_SET_PDEATHSIG), but SIGTERM first lets them run their own exit handlers.
   process.on('exit', () => {
@@ -110,6 +78,7 @@ export class Process {
   #joiners: Array<() => void> = [];
   #closed = false;
   #identity: number[];
+  #fromSpare = false;
 
   constructor(options: ProcessOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new TypeError(`Process(): options must be an object, got ${describe(options)}`);
@@ -129,6 +98,9 @@ export class Process {
       }
     }
     checkSignal(signal);
+    if (options.startMethod !== undefined && options.startMethod !== 'spawn' && options.startMethod !== 'warm') {
+      throw new TypeError(`Process(): startMethod must be 'spawn' or 'warm', got ${describe(options.startMethod)}`);
+    }
     this.#target = target;
     this.#args = args;
     this.#options = options;
@@ -170,54 +142,41 @@ export class Process {
     const encoded = encode(this.#args, (s) => segments.set(`${s.dev}:${s.ino}`, s));
     const args = serialize(encoded, 'Process args');
 
-    installExitHooks();
-    const [parentEnd, childEnd] = native.socketPair();
-    const passFds = [childEnd];
-    const env: NodeJS.ProcessEnv = { ...(o.env ?? process.env), NMP_CHANNEL_FD: String(CHANNEL_FD) };
-    const trackerFd = trackerFdForChildren();
-    if (trackerFd !== undefined) {
-      env.NMP_TRACKER_FD = String(CHANNEL_FD + passFds.length);
-      passFds.push(trackerFd);
-    }
-    const inherited: StartMessage['inherited'] = [];
-    for (const s of segments.values()) {
-      inherited.push({ fd: CHANNEL_FD + passFds.length, dev: s.dev, ino: s.ino });
-      passFds.push(s.fd);
-    }
+    installExitHook();
     const execArgv = o.execArgv ?? inheritableExecArgv(process.execArgv);
-    let spawned: { pid: number; pidfd: number };
-    try {
-      spawned = native.spawn({
-        file: process.execPath,
-        argv: [process.execPath, ...execArgv, BOOTSTRAP, this.name],
-        env: Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`),
-        cwd: o.cwd,
-        cpus: o.cpus,
-        passFds,
-      });
-    } catch (err) {
-      native.closeFd(parentEnd);
-      native.closeFd(childEnd);
-      throw err;
+    // An explicit cwd takes a fresh child: a bad one must throw here (ENOENT from chdir), as it
+    // does at exec, not kill a warm child after start() returned.
+    const warm = (o.startMethod ?? getStartMethod()) === 'warm' && o.cwd === undefined;
+    let child: Launched | undefined = warm ? takeSpare(execArgv) : undefined;
+    const fromSpare = child !== undefined;
+    this.#fromSpare = fromSpare;
+    if (child !== undefined && o.cpus !== undefined) {
+      try {
+        native.setAffinity(child.pid, o.cpus);
+      } catch (err) {
+        child.channel.close();
+        process.kill(child.pid, 'SIGKILL');
+        throw err;
+      }
     }
-    native.closeFd(childEnd);
-    this.#pid = spawned.pid;
-    this.#pidfd = spawned.pidfd;
-    byPidfd.set(this.#pidfd, this);
+    // A warm child takes its environment and cwd from the start message; a fresh one gets them
+    // at exec, with the fds of the shared objects in its arguments.
+    child ??= launch({ env: o.env ?? process.env, cwd: o.cwd, execArgv, cpus: o.cpus, segments: segments.values(), label: this.name });
+    this.#pid = child.pid;
+    this.#pidfd = child.pidfd;
+    this.#channel = child.channel;
     running.add(this);
-    native.watchExit(this.#pidfd, !this.#daemon);
-
-    this.#channel = new Channel(parentEnd, () => {});
-    this.#channel.unref();
+    onExit(this.#pidfd, () => this.reapNow(), !this.#daemon);
     const start: StartMessage = {
       type: 'start',
       name: this.name,
       identity: this.#identity,
       daemon: this.#daemon,
       parent: { pid: process.pid, name: self.name },
-      inherited,
+      inherited: child.inherited,
       target,
       args,
+      ...(fromSpare ? { env: { ...(o.env ?? process.env) }, cwd: o.cwd ?? process.cwd() } : {}),
     };
     this.#channel.send(start);
 
@@ -236,12 +195,12 @@ export class Process {
     if (status === null) return false;
     this.#exitCode = status.exitCode;
     this.#usage = { userCPUTime: status.userCPUTime, systemCPUTime: status.systemCPUTime, maxRSS: status.maxRSS };
-    native.unwatchExit(this.#pidfd);
-    byPidfd.delete(this.#pidfd);
+    offExit(this.#pidfd);
     running.delete(this);
     native.closeFd(this.#pidfd);
     this.#pidfd = -1;
     this.#channel?.close();
+    if (this.#fromSpare) spareChildExited();
     const joiners = this.#joiners;
     this.#joiners = [];
     for (const resolve of joiners) resolve();
@@ -256,7 +215,7 @@ export class Process {
       if (this.#exitCode !== null) return Promise.resolve();
       return new Promise((resolve) => {
         // While someone joins, the child keeps the event loop alive even if it is a daemon.
-        native.watchExit(this.#pidfd, true);
+        onExit(this.#pidfd, () => this.reapNow(), true);
         let timer: NodeJS.Timeout | undefined;
         const done = (): void => {
           if (timer !== undefined) clearTimeout(timer);
@@ -266,7 +225,7 @@ export class Process {
         if (t !== undefined) {
           timer = setTimeout(() => {
             this.#joiners = this.#joiners.filter((j) => j !== done);
-            if (this.#joiners.length === 0 && this.#exitCode === null) native.watchExit(this.#pidfd, !this.#daemon);
+            if (this.#joiners.length === 0 && this.#exitCode === null) onExit(this.#pidfd, () => this.reapNow(), !this.#daemon);
             resolve();
           }, t);
         }

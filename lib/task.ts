@@ -2,7 +2,6 @@
 // compiled once per process, or a module task, `mp.task(module, exportName)`, that the other
 // process imports.
 import * as path from 'path';
-import * as vm from 'vm';
 import { createRequire } from 'module';
 
 import { describe } from './describe';
@@ -73,7 +72,8 @@ export function toTaskSpec(target: unknown, caller: string): TaskSpec {
   }
   if (/^class\b/.test(source)) throw new TypeError(`${caller}: a class cannot be a target; use a function`);
   try {
-    new vm.Script(`(${source}\n)`);
+    // Compiled, not run: a method's source (`m(x) { … }`) is not an expression on its own.
+    new Function(`return (${source}\n);`);
   } catch {
     throw new TypeError(
       `${caller}: ${name} is a method, whose source does not compile on its own; use a function or an arrow function, or mp.task(module, export)`,
@@ -95,25 +95,11 @@ export const CLOSURE_HINT =
 export function compileSource(source: string, name: string): Function {
   let fn = compiled.get(source);
   if (fn !== undefined) return fn;
-  const wrapper = `(function (require, __filename, __dirname) { return (${source}\n); })`;
   const filename = path.join(process.cwd(), `[node-multiprocessing task ${name}]`);
-  // The main context's loader lets import() work inside the function. Node 20 flags it
-  // experimental with a one-time warning that would land on every child's stderr: drop that one.
-  const emitWarning = process.emitWarning;
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-    if (String(warning).includes('USE_MAIN_CONTEXT_DEFAULT_LOADER')) return;
-    return (emitWarning as (...a: unknown[]) => void).call(process, warning, ...rest);
-  }) as typeof process.emitWarning;
-  try {
-    const factory = vm.runInThisContext(wrapper, {
-      filename,
-      importModuleDynamically: (vm as unknown as { constants: { USE_MAIN_CONTEXT_DEFAULT_LOADER: symbol } }).constants
-        .USE_MAIN_CONTEXT_DEFAULT_LOADER as never,
-    }) as (req: NodeRequire, file: string, dir: string) => Function;
-    fn = factory(createRequire(filename), filename, process.cwd());
-  } finally {
-    process.emitWarning = emitWarning;
-  }
+  // new Function, not vm: import() works inside it without vm's experimental main-context
+  // loader (whose warning would land on every child's stderr). require() resolves from the cwd.
+  const factory = new Function('require', '__filename', '__dirname', `return (${source}\n);\n//# sourceURL=${filename}`);
+  fn = factory(createRequire(filename), filename, process.cwd()) as Function;
   compiled.set(source, fn);
   return fn;
 }

@@ -209,6 +209,13 @@ Spawned Spawn(const Options& options) {
   return Spawned{pid, pidfd};
 }
 
+void SetAffinity(pid_t pid, const std::vector<int>& cpus) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int cpu : cpus) CPU_SET(cpu, &set);
+  if (sched_setaffinity(pid, sizeof set, &set) != 0) throw SysFail{"sched_setaffinity", errno, ""};
+}
+
 ExitStatus TryReap(pid_t pid) {
   int status = 0;
   struct rusage usage;

@@ -43,6 +43,9 @@ struct ExitStatus {
   int64_t max_rss_kib;
 };
 
+// Sets the CPU affinity of a running process (a warm child gets its `cpus` this way).
+void SetAffinity(pid_t pid, const std::vector<int>& cpus);
+
 // Reaps `pid` if it has exited (wait4 with WNOHANG).
 ExitStatus TryReap(pid_t pid);
 

@@ -60,6 +60,16 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   }
 }
 
+Napi::Value SetAffinity(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 2, "setAffinity");
+  try {
+    spawn::SetAffinity(static_cast<pid_t>(IntArg(info, 0, "pid")), IntList(info.Env(), info[1], "cpus"));
+  } catch (const SysFail& f) {
+    ThrowSysFail(info.Env(), f);
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Value TryReap(const Napi::CallbackInfo& info) {
   RequireArgs(info, 1, "tryReap");
   Napi::Env env = info.Env();
@@ -190,6 +200,7 @@ void Addon::UpdateExitRef(Napi::Env env) {
 void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("spawn", Napi::Function::New(env, Spawn, "spawn"));
   exports.Set("tryReap", Napi::Function::New(env, TryReap, "tryReap"));
+  exports.Set("setAffinity", Napi::Function::New(env, SetAffinity, "setAffinity"));
   exports.Set("waitExit", Napi::Function::New(env, WaitExit, "waitExit"));
   exports.Set("setExitCallback", Napi::Function::New(env, SetExitCallback, "setExitCallback"));
   exports.Set("watchExit", Napi::Function::New(env, WatchExit, "watchExit"));
