@@ -28,6 +28,11 @@ export class Full extends Error {
   override name = 'Full';
 }
 
+/** Connection.recv() found the other end closed (Python's EOFError). */
+export class EOFError extends Error {
+  override name = 'EOFError';
+}
+
 /** A pool worker died while it held the task (Python's pool would hang here instead). */
 export class WorkerLostError extends Error {
   override name = 'WorkerLostError';

@@ -1,5 +1,5 @@
 // node-multiprocessing: Python's multiprocessing for Node.
-export { BrokenBarrierError, Empty, Full, OwnerDiedError, TimeoutError, WorkerLostError } from './errors';
+export { BrokenBarrierError, Empty, EOFError, Full, OwnerDiedError, TimeoutError, WorkerLostError } from './errors';
 export { SharedMemory } from './shared-memory';
 export type { SharedMemoryOptions } from './shared-memory';
 export {
@@ -16,3 +16,5 @@ export type { ProcessOptions, ResourceUsage } from './process';
 export { cpuCount, currentProcess, parentProcess } from './context';
 export type { CurrentProcess, ParentProcess } from './context';
 export { task, tasks, Task } from './task';
+export { Connection, JoinableQueue, Pipe, Queue, SimpleQueue } from './queues';
+export type { GetOptions, PipeOptions, PutOptions, QueueOptions } from './queues';

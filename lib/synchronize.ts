@@ -127,6 +127,11 @@ export class Lock extends Primitive {
     if ((old & WAITERS) !== 0) this.wake(0, 1);
   }
 
+  /** @internal One CAS, no waiting: the uncontended path for code that drives its own waits. */
+  tryAcquire(): boolean {
+    return Atomics.compareExchange(this.w, 0, 0, SELF) === 0;
+  }
+
   /** Held by anyone. */
   locked(): boolean {
     return Atomics.load(this.w, 0) !== 0;

@@ -70,3 +70,23 @@ export function untrack(name: string): void {
   if (!registered.delete(name)) return;
   send(`U ${process.pid} ${name}\n`);
 }
+
+/**
+ * Registers a name on behalf of another process (a queue's creator): it is unlinked when that
+ * process exits, unless someone unlinks it first and calls forget().
+ */
+export function trackFor(pid: number, name: string): void {
+  send(`R ${pid} ${name}\n`);
+}
+
+/** Tells the tracker a name is gone (unlinked by whoever consumed it). */
+export function forget(name: string): void {
+  registered.delete(name);
+  send(`U ${process.pid} ${name}\n`);
+}
+
+/** A name for a segment that lives on behalf of `pid`: swept if that pid is dead. */
+export function nameFor(pid: number): string {
+  const rand = (require('crypto') as typeof import('crypto')).randomBytes(8).toString('hex');
+  return `nmp_${pid.toString(36)}_${rand}`;
+}

@@ -1,0 +1,474 @@
+// Queue, SimpleQueue, JoinableQueue and Pipe over a shared-memory ring (lib/ring.ts).
+//
+// Items cross by v8.serialize, except numbers, strings, Buffers, booleans, null and undefined,
+// which have a faster encoding of their own. A producer's items arrive in the order it put them,
+// also when several puts wait for room at once: each queue object keeps its blocked puts in line.
+import { describe } from './describe';
+import { abortError, EOFError, Empty, Full } from './errors';
+import { Ring, RingClosed, Frame, Kind } from './ring';
+import { Segment } from './segment';
+import { decode, encode, kShare, registerKind, serialize, ShareDescription } from './shared';
+import { checkSignal, checkTimeout, runAsync, runSync } from './wait';
+import * as v8 from 'v8';
+
+const EMPTY_BYTES = new Uint8Array(0);
+const DEFAULT_CAPACITY = 4 * 1024 * 1024;
+
+function encodeItem(item: unknown, what: string): Frame {
+  switch (typeof item) {
+    case 'number': {
+      const bytes = Buffer.allocUnsafe(8);
+      bytes.writeDoubleLE(item, 0);
+      return { kind: Kind.Number, bytes };
+    }
+    case 'string':
+      return { kind: Kind.String, bytes: Buffer.from(item, 'utf8') };
+    case 'undefined':
+      return { kind: Kind.Undefined, bytes: EMPTY_BYTES };
+    case 'boolean':
+      return { kind: item ? Kind.True : Kind.False, bytes: EMPTY_BYTES };
+    default:
+      if (item === null) return { kind: Kind.Null, bytes: EMPTY_BYTES };
+      if (Buffer.isBuffer(item)) return { kind: Kind.Bytes, bytes: item };
+      return { kind: Kind.Serialized, bytes: serialize(encode(item), what) };
+  }
+}
+
+function decodeFrame(frame: Frame): unknown {
+  switch (frame.kind) {
+    case Kind.Number:
+      return Buffer.from(frame.bytes.buffer, frame.bytes.byteOffset, 8).readDoubleLE(0);
+    case Kind.String:
+      return Buffer.from(frame.bytes.buffer, frame.bytes.byteOffset, frame.bytes.length).toString('utf8');
+    case Kind.Bytes:
+      return frame.bytes;
+    case Kind.Undefined:
+      return undefined;
+    case Kind.Null:
+      return null;
+    case Kind.True:
+      return true;
+    case Kind.False:
+      return false;
+    default:
+      return decode(v8.deserialize(frame.bytes));
+  }
+}
+
+function options(o: unknown, caller: string): Record<string, unknown> {
+  if (o === undefined || o === null) return {};
+  if (typeof o !== 'object') throw new TypeError(`${caller}: options must be an object, got ${describe(o)}`);
+  return o as Record<string, unknown>;
+}
+
+function checkCapacity(capacity: unknown, caller: string): number {
+  if (capacity === undefined) return DEFAULT_CAPACITY;
+  if (typeof capacity !== 'number' || !Number.isInteger(capacity)) {
+    throw new TypeError(`${caller}: capacity must be an integer number of bytes, got ${describe(capacity)}`);
+  }
+  if (capacity < 4096 || capacity > 2 ** 30) throw new RangeError(`${caller}: capacity must be between 4096 and 2**30 bytes, got ${capacity}`);
+  return capacity;
+}
+
+/**
+ * One sending side (a queue object, or a Connection): encodes, spills what is too large for the
+ * ring, and keeps blocked puts in their order.
+ */
+class Sender {
+  private line: Promise<unknown> = Promise.resolve();
+  private waiting = 0;
+
+  constructor(private readonly ring: Ring, private readonly countTask: boolean) {}
+
+  private prepare(item: unknown, what: string): Frame {
+    const frame = encodeItem(item, what);
+    return this.ring.outOfLine(frame.bytes.length) ? this.ring.spill(frame) : frame;
+  }
+
+  private dropSpill(frame: Frame): void {
+    if (frame.kind === Kind.OutOfLine) this.ring.unspill(frame.bytes);
+  }
+
+  putSync(item: unknown, timeout: number | undefined, what: string): void {
+    const frame = this.prepare(item, what);
+    let ok: boolean;
+    try {
+      ok = runSync(this.ring.putPlan(frame, timeout, this.countTask));
+    } catch (err) {
+      this.dropSpill(frame);
+      throw err instanceof RingClosed ? new Error('Queue is closed') : err;
+    }
+    if (!ok) {
+      this.dropSpill(frame);
+      throw new Full('the queue is full');
+    }
+  }
+
+  put(item: unknown, timeout: number | undefined, signal: AbortSignal | undefined, what: string): Promise<void> {
+    let frame: Frame;
+    try {
+      if (signal?.aborted) throw abortError(signal);
+      frame = this.prepare(item, what);
+      // Nothing in line and room now: done before this call returns.
+      if (this.waiting === 0 && runSync(this.ring.putPlan(frame, 0, this.countTask))) return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err instanceof RingClosed ? new Error('Queue is closed') : err);
+    }
+    this.waiting++;
+    const attempt = async (): Promise<void> => {
+      try {
+        if (!(await runAsync(this.ring.putPlan(frame, timeout, this.countTask), signal))) throw new Full('the queue is full');
+      } catch (err) {
+        this.dropSpill(frame);
+        throw err instanceof RingClosed ? new Error('Queue is closed') : err;
+      } finally {
+        this.waiting--;
+      }
+    };
+    const result = this.line.then(attempt, attempt);
+    this.line = result.catch(() => undefined);
+    return result;
+  }
+}
+
+function takeFrame(ring: Ring, frame: Frame): unknown {
+  return decodeFrame(frame.kind === Kind.OutOfLine ? ring.unspill(frame.bytes) : frame);
+}
+
+export interface QueueOptions {
+  /** Most items held at once; 0 (the default) or less: no limit but the ring's bytes. */
+  maxsize?: number;
+  /** Bytes of the shared ring (default 4 MiB). Items larger than a quarter of it go out of line. */
+  capacity?: number;
+}
+
+export interface PutOptions {
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+export interface GetOptions {
+  timeout?: number;
+  signal?: AbortSignal;
+}
+
+export class Queue<T = unknown> {
+  protected ring!: Ring;
+  private sender!: Sender;
+
+  constructor(opts?: QueueOptions) {
+    const o = options(opts, `${new.target.name}()`);
+    const maxsize = o.maxsize ?? 0;
+    if (typeof maxsize !== 'number' || !Number.isInteger(maxsize)) {
+      throw new TypeError(`${new.target.name}(): maxsize must be an integer, got ${describe(maxsize)}`);
+    }
+    const capacity = checkCapacity(o.capacity, `${new.target.name}()`);
+    this.bind(Ring.create(capacity, Math.max(0, Math.min(maxsize, 0x7fffffff))));
+  }
+
+  /** @internal */
+  static over<Q extends Queue>(this: Function & { prototype: Q }, seg: Segment): Q {
+    const q = Object.create(this.prototype) as Q;
+    q.bind(Ring.over(seg));
+    return q;
+  }
+
+  private bind(ring: Ring): void {
+    this.ring = ring;
+    this.sender = new Sender(ring, this instanceof JoinableQueue);
+  }
+
+  /** Resolves once the item is in the queue; rejects with mp.Full on timeout. */
+  put(item: T, opts?: PutOptions): Promise<void> {
+    try {
+      const o = options(opts, 'put');
+      return this.sender.put(item, checkTimeout(o.timeout), checkSignal(o.signal), 'Queue item');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  putSync(item: T, opts?: { timeout?: number }): void {
+    this.sender.putSync(item, checkTimeout(options(opts, 'putSync').timeout), 'Queue item');
+  }
+
+  /** Throws mp.Full if there is no room now. */
+  putNowait(item: T): void {
+    this.sender.putSync(item, 0, 'Queue item');
+  }
+
+  /** Resolves with the next item; rejects with mp.Empty on timeout. An aborted get takes no item. */
+  get(opts?: GetOptions): Promise<T> {
+    try {
+      const o = options(opts, 'get');
+      const timeout = checkTimeout(o.timeout);
+      const signal = checkSignal(o.signal);
+      return runAsync(this.ring.getPlan(timeout), signal).then(
+        (frame) => this.item(frame),
+        (err) => Promise.reject(err instanceof RingClosed ? new Error('Queue is closed and empty') : err),
+      );
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  getSync(opts?: { timeout?: number }): T {
+    const timeout = checkTimeout(options(opts, 'getSync').timeout);
+    try {
+      return this.item(runSync(this.ring.getPlan(timeout)));
+    } catch (err) {
+      throw err instanceof RingClosed ? new Error('Queue is closed and empty') : err;
+    }
+  }
+
+  /** Throws mp.Empty if nothing is there now. */
+  getNowait(): T {
+    try {
+      return this.item(runSync(this.ring.getPlan(0)));
+    } catch (err) {
+      throw err instanceof RingClosed ? new Error('Queue is closed and empty') : err;
+    }
+  }
+
+  private item(frame: Frame | undefined): T {
+    if (frame === undefined) throw new Empty('the queue is empty');
+    return takeFrame(this.ring, frame) as T;
+  }
+
+  qsize(): number {
+    return this.ring.qsize();
+  }
+
+  empty(): boolean {
+    return this.qsize() === 0;
+  }
+
+  full(): boolean {
+    const max = this.ring.maxsize;
+    return max > 0 && this.qsize() >= max;
+  }
+
+  /** For every process: no more puts; readers drain what is left, then `for await` ends. */
+  close(): void {
+    this.ring.close();
+  }
+
+  get closed(): boolean {
+    return this.ring.closed;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
+    for (;;) {
+      let frame: Frame | undefined;
+      try {
+        frame = await runAsync(this.ring.getPlan(undefined));
+      } catch (err) {
+        if (err instanceof RingClosed) return;
+        throw err;
+      }
+      yield this.item(frame);
+    }
+  }
+
+  [kShare](): ShareDescription {
+    return { kind: this.constructor.name, segments: [this.ring.seg] };
+  }
+}
+
+/** Python's SimpleQueue: the same queue (every method of Queue works on it). */
+export class SimpleQueue<T = unknown> extends Queue<T> {}
+
+/** A Queue whose consumers report each item done, and whose producers can wait for that. */
+export class JoinableQueue<T = unknown> extends Queue<T> {
+  /** Marks one item taken by get() as processed; once too often is an Error. */
+  taskDone(): void {
+    this.ring.taskDone();
+  }
+
+  /** Resolves when every item put so far has been marked done. */
+  join(): Promise<void> {
+    return runAsync(this.ring.joinPlan());
+  }
+
+  joinSync(): void {
+    runSync(this.ring.joinPlan());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipe
+
+/** One end of a Pipe (Python's Connection). */
+export class Connection<T = unknown> {
+  private reader: Ring | null = null;
+  private writer: Ring | null = null;
+  private sender: Sender | null = null;
+  private isClosed = false;
+
+  /** @internal */
+  static of(reader: Ring | null, writer: Ring | null): Connection {
+    const c = Object.create(Connection.prototype) as Connection;
+    c.isClosed = false;
+    c.reader = reader;
+    c.writer = writer;
+    c.sender = writer === null ? null : new Sender(writer, false);
+    return c;
+  }
+
+  get readable(): boolean {
+    return this.reader !== null;
+  }
+
+  get writable(): boolean {
+    return this.writer !== null;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  private check(side: 'reader' | 'writer'): Ring {
+    if (this.isClosed) throw new Error('the connection is closed');
+    const ring = this[side];
+    if (ring === null) throw new Error(side === 'reader' ? 'connection is write-only' : 'connection is read-only');
+    return ring;
+  }
+
+  /** Sends an object (v8.serialize); resolves once it is in the pipe. */
+  send(obj: T): Promise<void> {
+    try {
+      this.check('writer');
+      return this.sender!.put(obj, undefined, undefined, 'Connection.send() value');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Sends raw bytes: `buf.subarray(offset, offset + size)`. */
+  sendBytes(buf: Uint8Array, offset = 0, size?: number): Promise<void> {
+    try {
+      this.check('writer');
+      if (!(buf instanceof Uint8Array)) throw new TypeError(`sendBytes(): expected a Buffer or Uint8Array, got ${describe(buf)}`);
+      const end = size === undefined ? buf.length : offset + size;
+      if (!Number.isInteger(offset) || offset < 0 || offset > buf.length) throw new RangeError(`sendBytes(): offset ${offset} is out of range`);
+      if (!Number.isInteger(end) || end < offset || end > buf.length) throw new RangeError(`sendBytes(): size ${size} is out of range`);
+      const bytes = Buffer.from(buf.buffer, buf.byteOffset + offset, end - offset);
+      return this.sender!.put(bytes, undefined, undefined, 'bytes');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  private frameOrEof(frame: Frame | undefined): unknown {
+    if (frame === undefined) throw new EOFError('the other end is closed');
+    return takeFrame(this.reader!, frame);
+  }
+
+  /** Resolves with the next object; rejects with mp.EOFError once the other end is closed or gone. */
+  recv(): Promise<T> {
+    try {
+      const ring = this.check('reader');
+      return runAsync(ring.getPlan(undefined, true)).then(
+        (frame) => this.frameOrEof(frame) as T,
+        (err) => Promise.reject(err instanceof RingClosed ? new EOFError('the other end is closed') : err),
+      );
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  recvSync(): T {
+    const ring = this.check('reader');
+    try {
+      return this.frameOrEof(runSync(ring.getPlan(undefined, true))) as T;
+    } catch (err) {
+      throw err instanceof RingClosed ? new EOFError('the other end is closed') : err;
+    }
+  }
+
+  /** Resolves with the next message's bytes (a Buffer). */
+  async recvBytes(maxlength?: number): Promise<Buffer> {
+    const value = await this.recv();
+    return this.bytesOf(value, maxlength);
+  }
+
+  recvBytesSync(maxlength?: number): Buffer {
+    return this.bytesOf(this.recvSync(), maxlength);
+  }
+
+  private bytesOf(value: unknown, maxlength: number | undefined): Buffer {
+    const buf = Buffer.isBuffer(value) ? value : value instanceof Uint8Array ? Buffer.from(value) : null;
+    if (buf === null) throw new TypeError(`recvBytes(): the message is ${describe(value)}, not bytes`);
+    if (maxlength !== undefined && buf.length > maxlength) throw new RangeError(`recvBytes(): the message has ${buf.length} bytes, more than maxlength ${maxlength}`);
+    return buf;
+  }
+
+  /** Whether a recv() would not wait: resolves true when there is data (or the end), false after `timeout` ms (default 0). */
+  poll(timeout = 0): Promise<boolean> {
+    try {
+      const ring = this.check('reader');
+      return runAsync(ring.pollPlan(checkTimeout(timeout), true));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  pollSync(timeout = 0): boolean {
+    return runSync(this.check('reader').pollPlan(checkTimeout(timeout), true));
+  }
+
+  /** Closes this end; the other end's recv() gets EOFError once it has read what was sent. */
+  close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.writer?.close();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
+    for (;;) {
+      try {
+        yield await this.recv();
+      } catch (err) {
+        if (err instanceof EOFError) return;
+        throw err;
+      }
+    }
+  }
+
+  [kShare](): ShareDescription {
+    const segments = [this.reader, this.writer].filter((r): r is Ring => r !== null).map((r) => r.seg);
+    return { kind: 'Connection', segments, state: { reader: this.reader !== null, writer: this.writer !== null } };
+  }
+}
+
+export interface PipeOptions {
+  /** true (default): both ends send and receive; false: [reader, writer], Python's order. */
+  duplex?: boolean;
+  /** Bytes of each direction's ring (default 4 MiB). */
+  capacity?: number;
+}
+
+export function Pipe<T = unknown>(opts?: PipeOptions): [Connection<T>, Connection<T>] {
+  const o = options(opts, 'Pipe()');
+  const duplex = o.duplex ?? true;
+  if (typeof duplex !== 'boolean') throw new TypeError(`Pipe(): duplex must be a boolean, got ${describe(duplex)}`);
+  const capacity = checkCapacity(o.capacity, 'Pipe()');
+  if (!duplex) {
+    const ring = Ring.create(capacity, 0);
+    return [Connection.of(ring, null) as Connection<T>, Connection.of(null, ring) as Connection<T>];
+  }
+  const ab = Ring.create(capacity, 0);
+  const ba = Ring.create(capacity, 0);
+  return [Connection.of(ba, ab) as Connection<T>, Connection.of(ab, ba) as Connection<T>];
+}
+
+registerKind('Queue', (segs) => Queue.over(segs[0]));
+registerKind('SimpleQueue', (segs) => SimpleQueue.over(segs[0]));
+registerKind('JoinableQueue', (segs) => JoinableQueue.over(segs[0]));
+registerKind('Connection', (segs, st: { reader: boolean; writer: boolean }) => {
+  const reader = st.reader ? Ring.over(segs[0]) : null;
+  const writer = st.writer ? Ring.over(segs[st.reader ? 1 : 0]) : null;
+  // The process that revives a sending end holds it now: its death is the reader's end of stream.
+  writer?.claimWriter();
+  return Connection.of(reader, writer);
+});
