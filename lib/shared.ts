@@ -32,9 +32,11 @@ export function isShareable(value: unknown): value is Shareable {
   return (typeof value === 'object' || typeof value === 'function') && value !== null && kShare in value;
 }
 
+/** A plain object of any realm (v8.deserialize builds them in the main one; a vm or test runner may not be it). */
 function isPlain(value: object): boolean {
   const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
+  if (proto === null || proto === Object.prototype) return true;
+  return Object.getPrototypeOf(proto) === null && typeof proto.constructor === 'function' && proto.constructor.name === 'Object';
 }
 
 /**
