@@ -3,7 +3,7 @@
 // {"system","workload","value","unit","n"}, with the anchors' workload keys (see
 // ../shared/anchors/py_runner.py), plus a few of our own (W6.lock.async_wakeup.*, W7.sum.private_loop.*).
 //
-//   node bench/nmp_runner.js [W1,W6,W7,W9]
+//   node bench/nmp_runner.js [W1,W5,W6,W7,W9]
 'use strict';
 const fs = require('fs');
 const mp = require('..');
@@ -61,6 +61,64 @@ async function w1() {
   mp.setStartMethod('spawn');
   emit('W1.start_join_warm.median', median(warmTs), 'ms', N.W1);
   emit('W1.start_join_warm.p95', pct(warmTs, 0.95), 'ms', N.W1);
+}
+
+// W5: a child produces, the parent consumes (py_runner's w5): 200k small ints, then 2000 × 64 KiB
+// Buffers. The parent uses getSync, as Python's parent blocks in q.get(); the async form is
+// measured too (our own key).
+async function w5() {
+  const N_INTS = 200_000;
+  const N_BYTES = 2000;
+  const SIZE = 64 * 1024;
+  const run = async (label, n, size, consume) => {
+    const q = new mp.Queue();
+    const ready = new mp.Event();
+    const go = new mp.Event();
+    const p = new mp.Process({
+      target: (q, ready, go, n, size) => {
+        ready.set();
+        go.waitSync();
+        if (size) {
+          const b = Buffer.alloc(size);
+          for (let i = 0; i < n; i++) q.putSync(b);
+        } else {
+          for (let i = 0; i < n; i++) q.putSync(i);
+        }
+      },
+      args: [q, ready, go, n, size],
+    });
+    p.start();
+    await ready.wait();
+    const t0 = now();
+    go.set();
+    const got = await consume(q, n);
+    const t = (now() - t0) / 1e3;
+    await p.join();
+    if (got !== (size ? n * size : n)) throw new Error(`W5 ${label}: got ${got}`);
+    return t;
+  };
+  const syncInts = (q, n) => {
+    let got = 0;
+    for (let i = 0; i < n; i++) if (q.getSync() !== undefined) got++;
+    return got;
+  };
+  const asyncInts = async (q, n) => {
+    let got = 0;
+    for (let i = 0; i < n; i++) if ((await q.get()) !== undefined) got++;
+    return got;
+  };
+  const syncBytes = (q, n) => {
+    let got = 0;
+    for (let i = 0; i < n; i++) got += q.getSync().length;
+    return got;
+  };
+  let t = await run('small_ints', N_INTS, 0, syncInts);
+  emit('W5.queue.small_ints.throughput', N_INTS / t, 'msgs/s', N_INTS);
+  t = await run('small_ints async', N_INTS, 0, asyncInts);
+  emit('W5.queue.small_ints_async.throughput', N_INTS / t, 'msgs/s', N_INTS);
+  t = await run('bytes64KiB', N_BYTES, SIZE, syncBytes);
+  emit('W5.queue.bytes64KiB.throughput', (N_BYTES * SIZE) / t / 1e6, 'MB/s', N_BYTES);
+  emit('W5.queue.bytes64KiB.msgs', N_BYTES / t, 'msgs/s', N_BYTES);
 }
 
 // W6a: uncontended acquire+release pairs in one process; W6b: two processes × 100k locked
@@ -209,7 +267,7 @@ async function w9() {
   await Promise.all(ps.map((p) => p.join()));
 }
 
-const WORKLOADS = { W1: w1, W6: w6, W7: w7, W9: w9 };
+const WORKLOADS = { W1: w1, W5: w5, W6: w6, W7: w7, W9: w9 };
 
 async function main() {
   const t0 = now();

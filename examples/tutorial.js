@@ -19,6 +19,24 @@ async function processWithArguments() {
   console.log(`${p1.name} (pid ${p1.pid}) exited with code ${p1.exitCode}`);
 }
 
+async function queueCollectsResults() {
+  title('3. A Queue collects two processes\' results: mp.Queue(), q.put(res), q.get()');
+  const job = (q) => {
+    let res = 0;
+    for (let i = 0; i < 1000; i++) res += i + i ** 2 + i ** 3;
+    q.putSync(res);
+  };
+  const q = new mp.Queue();
+  const p1 = new mp.Process({ target: job, args: [q] });
+  const p2 = new mp.Process({ target: job, args: [q] });
+  p1.start();
+  p2.start();
+  await Promise.all([p1.join(), p2.join()]);
+  const res1 = await q.get();
+  const res2 = await q.get();
+  console.log(res1, res2);
+}
+
 async function sharedValueAndArray() {
   title("5. Shared memory: mp.Value('i', 0), mp.Value('d', 3.14), mp.Array('i', [1, 2, 3, 4])");
   const value1 = new mp.Value('i', 0);
@@ -69,6 +87,7 @@ async function twoProcessesAddToAValue(withLock) {
 async function main() {
   console.log(`node-multiprocessing walkthrough: ${mp.cpuCount()} CPUs, main process ${mp.currentProcess().name} (pid ${process.pid})`);
   await processWithArguments();
+  await queueCollectsResults();
   await sharedValueAndArray();
   await twoProcessesAddToAValue(false);
   await twoProcessesAddToAValue(true);

@@ -17,9 +17,10 @@ const DEFAULT_CAPACITY = 4 * 1024 * 1024;
 function encodeItem(item: unknown, what: string): Frame {
   switch (typeof item) {
     case 'number': {
+      // Written into the ring in place; the bytes are needed only where a frame wraps.
       const bytes = Buffer.allocUnsafe(8);
       bytes.writeDoubleLE(item, 0);
-      return { kind: Kind.Number, bytes };
+      return { kind: Kind.Number, bytes, num: item };
     }
     case 'string':
       return { kind: Kind.String, bytes: Buffer.from(item, 'utf8') };
@@ -37,7 +38,7 @@ function encodeItem(item: unknown, what: string): Frame {
 function decodeFrame(frame: Frame): unknown {
   switch (frame.kind) {
     case Kind.Number:
-      return Buffer.from(frame.bytes.buffer, frame.bytes.byteOffset, 8).readDoubleLE(0);
+      return frame.num;
     case Kind.String:
       return Buffer.from(frame.bytes.buffer, frame.bytes.byteOffset, frame.bytes.length).toString('utf8');
     case Kind.Bytes:
@@ -93,7 +94,7 @@ class Sender {
     const frame = this.prepare(item, what);
     let ok: boolean;
     try {
-      ok = runSync(this.ring.putPlan(frame, timeout, this.countTask));
+      ok = (this.waiting === 0 && this.ring.tryPut(frame, this.countTask)) || runSync(this.ring.putPlan(frame, timeout, this.countTask));
     } catch (err) {
       this.dropSpill(frame);
       throw err instanceof RingClosed ? new Error('Queue is closed') : err;
@@ -110,7 +111,9 @@ class Sender {
       if (signal?.aborted) throw abortError(signal);
       frame = this.prepare(item, what);
       // Nothing in line and room now: done before this call returns.
-      if (this.waiting === 0 && runSync(this.ring.putPlan(frame, 0, this.countTask))) return Promise.resolve();
+      if (this.waiting === 0 && (this.ring.tryPut(frame, this.countTask) || runSync(this.ring.putPlan(frame, 0, this.countTask)))) {
+        return Promise.resolve();
+      }
     } catch (err) {
       return Promise.reject(err instanceof RingClosed ? new Error('Queue is closed') : err);
     }
@@ -203,6 +206,10 @@ export class Queue<T = unknown> {
       const o = options(opts, 'get');
       const timeout = checkTimeout(o.timeout);
       const signal = checkSignal(o.signal);
+      if (!signal?.aborted) {
+        const now = this.ring.tryGet();
+        if (now !== null) return Promise.resolve(this.item(now));
+      }
       return runAsync(this.ring.getPlan(timeout), signal).then(
         (frame) => this.item(frame),
         (err) => Promise.reject(err instanceof RingClosed ? new Error('Queue is closed and empty') : err),
@@ -215,7 +222,7 @@ export class Queue<T = unknown> {
   getSync(opts?: { timeout?: number }): T {
     const timeout = checkTimeout(options(opts, 'getSync').timeout);
     try {
-      return this.item(runSync(this.ring.getPlan(timeout)));
+      return this.item(this.ring.tryGet() ?? runSync(this.ring.getPlan(timeout)));
     } catch (err) {
       throw err instanceof RingClosed ? new Error('Queue is closed and empty') : err;
     }
@@ -224,7 +231,7 @@ export class Queue<T = unknown> {
   /** Throws mp.Empty if nothing is there now. */
   getNowait(): T {
     try {
-      return this.item(runSync(this.ring.getPlan(0)));
+      return this.item(this.ring.tryGet() ?? runSync(this.ring.getPlan(0)));
     } catch (err) {
       throw err instanceof RingClosed ? new Error('Queue is closed and empty') : err;
     }
@@ -261,7 +268,7 @@ export class Queue<T = unknown> {
     for (;;) {
       let frame: Frame | undefined;
       try {
-        frame = await runAsync(this.ring.getPlan(undefined));
+        frame = this.ring.tryGet() ?? (await runAsync(this.ring.getPlan(undefined)));
       } catch (err) {
         if (err instanceof RingClosed) return;
         throw err;

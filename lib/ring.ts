@@ -1,12 +1,12 @@
 // A ring of messages in one shared segment: what Queue and Pipe stand on.
 //
-// Kill-safety comes from publication by a single store. The tail word (puts << 32 | bytes written)
-// is stored once, after the frame is written; the head word (gets << 32 | bytes read) once, after
-// the frame was copied out. So a put or get killed half-way has either happened or not: no half
-// message is ever seen, and no message is lost or duplicated by a consumer killed between gets.
-// Both happen under one mutex, the lock word of synchronize.ts, which a waiter reclaims silently
-// when its holder died (the structure is consistent at every instant, so there is nothing to
-// repair).
+// Kill-safety comes from publication by a single store. The tail word (bytes written, mod 2**32)
+// is stored once, after the frame is written; the head word (bytes read) once, after the frame
+// was copied out. So a put or get killed half-way has either happened or not: no half message is
+// ever seen, and no message is lost or duplicated by a consumer killed between gets. The ring's
+// size is a power of two, so those counters place frames right across their wrap-around. Both
+// happen under one mutex, the lock word of synchronize.ts; whoever reclaims it from a dead holder
+// recounts the messages (the one figure a death between two stores can leave wrong).
 //
 // Messages larger than a quarter of the ring go out of line: the producer writes them to a named
 // segment registered to the queue's creator (so the producer may die before anyone reads it) and
@@ -28,9 +28,10 @@ const UNFINISHED = 7;  // JoinableQueue: puts not yet matched by taskDone()
 const MAXSIZE = 8;
 const CREATOR = 9;     // pid whose exit ends out-of-line messages' names
 const WRITER = 10;     // Pipe: the process holding the sending end
-// BigInt64 words (byte offsets).
-const TAIL = 64;
-const HEAD = 72;
+const WANT = 11;       // the smallest frame a sleeping producer waits to fit (0x7fffffff: none)
+const TAIL = 16;       // bytes written, mod 2**32: the publication word of put
+const HEAD = 17;       // bytes read, mod 2**32: the publication word of get
+const COUNT = 18;      // messages in the ring
 const DATA = 128;
 
 const FRAME_HEAD = 5;  // u32 length, u8 kind
@@ -52,40 +53,45 @@ export const enum Kind {
 
 export interface Frame {
   kind: Kind;
+  /** The payload; for a Number, 8 bytes whose value is also in `num`. */
   bytes: Uint8Array;
+  num?: number;
 }
+
+/** Stands for a number's 8 payload bytes where only their length matters. */
+const NUMBER_BYTES = new Uint8Array(8);
 
 /** Thrown by get() on a ring that is closed and drained. */
 export class RingClosed extends Error {
   override name = 'RingClosed';
 }
 
-const U32 = 0x100000000n;
-
 export class Ring {
   readonly seg: Segment;
   private readonly w: Int32Array;
-  private readonly big: BigInt64Array;
   private readonly bytes: Uint8Array;
   private readonly view: DataView;
   private readonly lock: Lock;
   readonly capacity: number;
+  private readonly mask: number;
 
   private constructor(seg: Segment) {
     this.seg = seg;
     this.w = new Int32Array(seg.buffer, 0, DATA / 4);
-    this.big = new BigInt64Array(seg.buffer, 0, DATA / 8);
     this.capacity = seg.size - DATA;
+    this.mask = this.capacity - 1;
     this.bytes = new Uint8Array(seg.buffer, DATA, this.capacity);
     this.view = new DataView(seg.buffer, DATA, this.capacity);
     this.lock = Lock.over(seg, 0);
   }
 
+  /** `capacity` is rounded up to a power of two. */
   static create(capacity: number, maxsize: number): Ring {
-    const ring = new Ring(Segment.create(DATA + capacity));
+    const ring = new Ring(Segment.create(DATA + 2 ** Math.ceil(Math.log2(capacity))));
     ring.w[MAXSIZE] = maxsize;
     ring.w[CREATOR] = process.pid;
     ring.w[WRITER] = process.pid;
+    ring.w[WANT] = 0x7fffffff;
     return ring;
   }
 
@@ -99,9 +105,11 @@ export class Ring {
 
   /** Messages in the ring (exact at the instant of the two loads, as Python's is approximate). */
   qsize(): number {
-    const puts = Atomics.load(this.big, TAIL / 8) >> 32n;
-    const gets = Atomics.load(this.big, HEAD / 8) >> 32n;
-    return Number((puts - gets + U32) % U32);
+    return Atomics.load(this.w, TAIL) === Atomics.load(this.w, HEAD) ? 0 : Math.max(1, Atomics.load(this.w, COUNT));
+  }
+
+  private isEmpty(): boolean {
+    return Atomics.load(this.w, TAIL) === Atomics.load(this.w, HEAD);
   }
 
   get closed(): boolean {
@@ -139,8 +147,96 @@ export class Ring {
         return;
       } catch (err) {
         if (!(err instanceof OwnerDiedError)) throw err;
+        // The holder died: if between two of its stores, COUNT may be off. Recount once.
+        yield* this.lock.acquirePlan(true, undefined);
+        this.recount();
+        return;
       }
     }
+  }
+
+  private recount(): void {
+    const w = this.w;
+    let n = 0;
+    for (let at = w[HEAD]; at !== w[TAIL]; n++) {
+      const pos = at & this.mask;
+      const len = this.frameLength(pos);
+      at = (at + FRAME_HEAD + len) | 0;
+    }
+    w[COUNT] = n;
+  }
+
+  private frameLength(pos: number): number {
+    if (pos + 4 <= this.capacity) return this.view.getUint32(pos, true);
+    let len = 0;
+    for (let i = 3; i >= 0; i--) len = len * 256 + this.bytes[(pos + i) & this.mask];
+    return len;
+  }
+
+  // The uncontended paths: one CAS for the mutex, no plan, no waiting.
+
+  /** Puts now if the mutex is free and there is room: true; false to take the slow path. */
+  tryPut(frame: Frame, countTask: boolean): boolean {
+    if (!this.lock.tryAcquire()) return false;
+    return this.putLocked(frame, countTask);
+  }
+
+  /** Takes a frame now if the mutex is free and one is there; null to take the slow path. */
+  tryGet(): Frame | null {
+    if (this.isEmpty() || !this.lock.tryAcquire()) return null;
+    if (this.isEmpty()) {
+      this.lock.release();
+      return null;
+    }
+    return this.getLocked();
+  }
+
+  /** With the mutex held: writes and publishes if there is room (and releases), else keeps it. */
+  private putLocked(frame: Frame, countTask: boolean): boolean {
+    const w = this.w;
+    if (w[CLOSED] === 1) {
+      this.lock.release();
+      throw new RingClosed('the queue is closed');
+    }
+    const need = FRAME_HEAD + frame.bytes.length;
+    const tail = w[TAIL];
+    const used = (tail - w[HEAD]) >>> 0;
+    const max = w[MAXSIZE];
+    if (this.capacity - used < need || (max > 0 && w[COUNT] >= max)) {
+      this.lock.release();
+      return false;
+    }
+    this.write(tail & this.mask, frame);
+    if (countTask) Atomics.add(w, UNFINISHED, 1);
+    w[COUNT]++;
+    Atomics.store(w, TAIL, (tail + need) | 0);
+    Atomics.add(w, NOT_EMPTY, 1);
+    this.lock.release();
+    if (Atomics.load(w, SLEEP_GET) > 0) this.wakeWord(NOT_EMPTY, 1);
+    return true;
+  }
+
+  /** With the mutex held and a frame there: copies it out, publishes, releases. */
+  private getLocked(): Frame {
+    const w = this.w;
+    const head = w[HEAD];
+    const frame = this.read(head & this.mask);
+    const count = --w[COUNT];
+    const newHead = (head + FRAME_HEAD + frame.bytes.length) | 0;
+    Atomics.store(w, HEAD, newHead);
+    Atomics.add(w, NOT_FULL, 1);
+    this.lock.release();
+    // Producers wait for room: wake them once the smallest frame they wait with fits, not after
+    // every get (a full ring otherwise ping-pongs one message per wake-up).
+    if (Atomics.load(w, SLEEP_PUT) > 0) {
+      const free = this.capacity - ((Atomics.load(w, TAIL) - newHead) >>> 0);
+      const max = w[MAXSIZE];
+      if (free >= Atomics.load(w, WANT) || (max > 0 && count < max)) {
+        Atomics.store(w, WANT, 0x7fffffff);
+        this.wakeWord(NOT_FULL, 0x7fffffff);
+      }
+    }
+    return frame;
   }
 
   /** True when a frame of `length` payload bytes must go out of line. */
@@ -193,39 +289,25 @@ export class Ring {
    * Puts one frame (in-ring size). Returns false on timeout (full), throws RingClosed when closed.
    */
   *putPlan(frame: Frame, timeout: number | undefined, countTask: boolean): WaitPlan<boolean> {
-    const need = FRAME_HEAD + frame.bytes.length;
     const deadline = deadlineAfter(timeout);
     const w = this.w;
     for (;;) {
       yield* this.locked();
-      if (w[CLOSED] === 1) {
-        this.lock.release();
-        throw new RingClosed('the queue is closed');
-      }
-      const tail = Atomics.load(this.big, TAIL / 8);
-      const head = Atomics.load(this.big, HEAD / 8);
-      const used = Number(((tail & 0xffffffffn) - (head & 0xffffffffn) + U32) % U32);
-      const count = Number(((tail >> 32n) - (head >> 32n) + U32) % U32);
-      const max = w[MAXSIZE];
-      if (this.capacity - used >= need && (max <= 0 || count < max)) {
-        this.write(Number((tail & 0xffffffffn) % BigInt(this.capacity)), frame);
-        if (countTask) Atomics.add(w, UNFINISHED, 1);
-        const written = ((tail & 0xffffffffn) + BigInt(need)) % U32;
-        const puts = ((tail >> 32n) + 1n) % U32;
-        Atomics.store(this.big, TAIL / 8, BigInt.asIntN(64, (puts << 32n) | written));
-        Atomics.add(w, NOT_EMPTY, 1);
-        this.lock.release();
-        if (Atomics.load(w, SLEEP_GET) > 0) this.wakeWord(NOT_EMPTY, 1);
-        return true;
-      }
       const seen = Atomics.load(w, NOT_FULL);
-      Atomics.add(w, SLEEP_PUT, 1);
-      this.lock.release();
+      if (this.putLocked(frame, countTask)) return true;
       const left = remaining(deadline);
-      if (left === 0) {
-        Atomics.sub(w, SLEEP_PUT, 1);
-        return false;
+      if (left === 0) return false;
+      // Spin a little for room before sleeping: a busy consumer makes it soon.
+      let n = 0;
+      while (n++ < SPINS && Atomics.load(w, NOT_FULL) === seen && w[CLOSED] === 0);
+      if (Atomics.load(w, NOT_FULL) !== seen) continue;
+      // Say what we wait to fit (the smallest such frame wins); a get after `seen` was read makes
+      // the wait below return at once, so a late word here loses no wake-up.
+      const need = FRAME_HEAD + frame.bytes.length;
+      for (let cur = Atomics.load(w, WANT); need < cur; cur = Atomics.load(w, WANT)) {
+        if (Atomics.compareExchange(w, WANT, cur, need) === cur) break;
       }
+      Atomics.add(w, SLEEP_PUT, 1);
       try {
         yield this.at(NOT_FULL, seen, left);
       } finally {
@@ -241,25 +323,11 @@ export class Ring {
   *getPlan(timeout: number | undefined, watchWriter = false): WaitPlan<Frame | undefined> {
     const deadline = deadlineAfter(timeout);
     const w = this.w;
-    const big = this.big;
     for (;;) {
       // Spin a little without the lock: a busy producer refills before we would have slept.
-      for (let n = 0; n < SPINS && Atomics.load(big, TAIL / 8) === Atomics.load(big, HEAD / 8) && w[CLOSED] === 0; n++);
+      for (let n = 0; n < SPINS && this.isEmpty() && w[CLOSED] === 0; n++);
       yield* this.locked();
-      const tail = Atomics.load(big, TAIL / 8);
-      const head = Atomics.load(big, HEAD / 8);
-      if (tail !== head) {
-        const read = head & 0xffffffffn;
-        const pos = Number(read % BigInt(this.capacity));
-        const frame = this.read(pos);
-        const consumed = (read + BigInt(FRAME_HEAD + frame.bytes.length)) % U32;
-        const gets = ((head >> 32n) + 1n) % U32;
-        Atomics.store(big, HEAD / 8, BigInt.asIntN(64, (gets << 32n) | consumed));
-        Atomics.add(w, NOT_FULL, 1);
-        this.lock.release();
-        if (Atomics.load(w, SLEEP_PUT) > 0) this.wakeWord(NOT_FULL, 0x7fffffff);
-        return frame;
-      }
+      if (!this.isEmpty()) return this.getLocked();
       if (w[CLOSED] === 1 || (watchWriter && native.processGone(w[WRITER]))) {
         this.lock.release();
         throw new RingClosed('the queue is closed');
@@ -285,10 +353,10 @@ export class Ring {
     const deadline = deadlineAfter(timeout);
     const w = this.w;
     for (;;) {
-      if (Atomics.load(this.big, TAIL / 8) !== Atomics.load(this.big, HEAD / 8)) return true;
+      if (!this.isEmpty()) return true;
       if (w[CLOSED] === 1 || (watchWriter && native.processGone(w[WRITER]))) return true;
       const seen = Atomics.load(w, NOT_EMPTY);
-      if (Atomics.load(this.big, TAIL / 8) !== Atomics.load(this.big, HEAD / 8)) return true;
+      if (!this.isEmpty()) return true;
       const left = remaining(deadline, watchWriter ? WRITER_CHECK_MS : Infinity);
       if (left === 0) return false;
       Atomics.add(w, SLEEP_GET, 1);
@@ -323,13 +391,20 @@ export class Ring {
   }
 
   private write(pos: number, frame: Frame): void {
-    const cap = this.capacity;
     const len = frame.bytes.length;
-    const head = new Uint8Array(FRAME_HEAD);
-    new DataView(head.buffer).setUint32(0, len, true);
-    head[4] = frame.kind;
-    this.copyIn(pos, head);
-    this.copyIn((pos + FRAME_HEAD) % cap, frame.bytes);
+    if (pos + FRAME_HEAD <= this.capacity) {
+      this.view.setUint32(pos, len, true);
+      this.bytes[pos + 4] = frame.kind;
+    } else {
+      for (let i = 0; i < 4; i++) this.bytes[(pos + i) & this.mask] = (len >>> (8 * i)) & 0xff;
+      this.bytes[(pos + 4) & this.mask] = frame.kind;
+    }
+    const start = (pos + FRAME_HEAD) & this.mask;
+    if (frame.kind === Kind.Number && start + 8 <= this.capacity) {
+      this.view.setFloat64(start, frame.num!, true);
+      return;
+    }
+    this.copyIn(start, frame.bytes);
   }
 
   private copyIn(pos: number, src: Uint8Array): void {
@@ -339,24 +414,18 @@ export class Ring {
   }
 
   private read(pos: number): Frame {
-    const cap = this.capacity;
-    let len: number;
-    let kind: number;
-    if (pos + FRAME_HEAD <= cap) {
-      len = this.view.getUint32(pos, true);
-      kind = this.bytes[pos + 4];
-    } else {
-      const head = new Uint8Array(FRAME_HEAD);
-      for (let i = 0; i < FRAME_HEAD; i++) head[i] = this.bytes[(pos + i) % cap];
-      len = new DataView(head.buffer).getUint32(0, true);
-      kind = head[4];
+    const len = this.frameLength(pos);
+    const kind = this.bytes[(pos + 4) & this.mask] as Kind;
+    const start = (pos + FRAME_HEAD) & this.mask;
+    if (kind === Kind.Number && start + 8 <= this.capacity) {
+      return { kind, bytes: NUMBER_BYTES, num: this.view.getFloat64(start, true) };
     }
     // Copied out of shared memory before anyone may overwrite it (v8.deserialize would alias it).
     const out = Buffer.allocUnsafe(len);
-    const start = (pos + FRAME_HEAD) % cap;
-    const first = Math.min(len, cap - start);
+    const first = Math.min(len, this.capacity - start);
     out.set(this.bytes.subarray(start, start + first), 0);
     if (first < len) out.set(this.bytes.subarray(0, len - first), first);
-    return { kind: kind as Kind, bytes: out };
+    if (kind === Kind.Number) return { kind, bytes: out, num: out.readDoubleLE(0) };
+    return { kind, bytes: out };
   }
 }

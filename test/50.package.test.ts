@@ -37,6 +37,7 @@ test('npm start: the walkthrough adds to a Value without and with a Lock', async
   const run = await node(['examples/tutorial.js']);
   expect(run.code).toBe(0);
   expect(run.stdout).toMatch(/job\(1, 2\) runs in process \d+/);
+  expect(run.stdout).toContain('249833583000 249833583000');
   expect(run.stdout).toContain('value1=42 value2=6.28 array=[10,20,30,40]');
   // With the lock, one process's five additions come before the other's: the sum is exact.
   const finals = [...run.stdout.matchAll(/final value: (\d+)/g)].map((m) => Number(m[1]));

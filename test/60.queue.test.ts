@@ -54,6 +54,24 @@ describe('Queue', () => {
     expect(q.qsize()).toBe(1);
   });
 
+  test('a producer blocked on a full ring gets in as soon as its item fits', async () => {
+    const q = new mp.Queue<string>({ capacity: 4096 });
+    let n = 0;
+    expect(() => {
+      for (;;) {
+        q.putNowait('x'.repeat(50));
+        n++;
+      }
+    }).toThrow(expect.objectContaining({ name: 'Full' }));
+    const p = new mp.Process({ target: (q: any) => q.putSync('y'.repeat(50), { timeout: 10000 }), args: [q] });
+    p.start();
+    await new Promise((r) => setTimeout(r, 100));
+    q.getSync();
+    await p.join(15000);
+    expect(p.exitCode).toBe(0);
+    expect(q.qsize()).toBe(n);
+  });
+
   test('an aborted get rejects with AbortError and takes no item', async () => {
     const q = new mp.Queue();
     const ac = new AbortController();
