@@ -166,10 +166,10 @@ export class Lock extends Primitive {
     }
   }
 
-  /** @internal The contended path, shared by both forms. */
-  *acquirePlan(blocking: boolean, timeout: number | undefined): WaitPlan<boolean> {
+  /** @internal The contended path, shared by both forms; `spins` before the first sleep. */
+  *acquirePlan(blocking: boolean, timeout: number | undefined, spins = SPINS): WaitPlan<boolean> {
     const w = this.w;
-    for (let n = 0; n < SPINS; n++) {
+    for (let n = 0; n < spins; n++) {
       if (Atomics.load(w, 0) === 0 && Atomics.compareExchange(w, 0, 0, SELF) === 0) return true;
     }
     const deadline = deadlineAfter(blocking ? timeout : 0);
