@@ -81,11 +81,42 @@ abstract class Primitive {
   }
 }
 
+/** What can be held: a lock or a semaphore, with the `with` forms built on acquire/release. */
+abstract class Acquirable extends Primitive {
+  abstract acquireSync(options?: AcquireSyncOptions): boolean;
+  abstract acquire(options?: AcquireOptions): Promise<boolean>;
+  abstract release(): void;
+
+  /** `using held = lock.lockSync()`: acquires now, releases at the end of the block. */
+  lockSync(): Disposable {
+    this.acquireSync();
+    return { [Symbol.dispose]: () => this.release() };
+  }
+
+  withLockSync<R>(fn: () => R): R {
+    this.acquireSync();
+    try {
+      return fn();
+    } finally {
+      this.release();
+    }
+  }
+
+  async withLock<R>(fn: () => R | Promise<R>): Promise<R> {
+    await this.acquire();
+    try {
+      return await fn();
+    } finally {
+      this.release();
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lock and RLock
 
 /** A non-recursive lock, as Python's multiprocessing.Lock: any process may release it. */
-export class Lock extends Primitive {
+export class Lock extends Acquirable {
   constructor() {
     super();
     this.bind(Segment.create(PRIMITIVE_BYTES), 0, 2);
@@ -140,30 +171,6 @@ export class Lock extends Primitive {
   /** @internal Held by this thread. */
   isMine(): boolean {
     return (Atomics.load(this.w, 0) & OWNER_MASK & ~WAITERS) === SELF;
-  }
-
-  /** `using held = lock.lockSync()`: acquires now, releases at the end of the block. */
-  lockSync(): Disposable {
-    this.acquireSync();
-    return { [Symbol.dispose]: () => this.release() };
-  }
-
-  withLockSync<R>(fn: () => R): R {
-    this.acquireSync();
-    try {
-      return fn();
-    } finally {
-      this.release();
-    }
-  }
-
-  async withLock<R>(fn: () => R | Promise<R>): Promise<R> {
-    await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      this.release();
-    }
   }
 
   /** @internal The contended path, shared by both forms; `spins` before the first sleep. */
@@ -304,7 +311,7 @@ function checkCount(value: unknown, caller: string): number {
 }
 
 /** Words: [0] value, [1] sleepers, [2] bound (-1: none). */
-export class Semaphore extends Primitive {
+export class Semaphore extends Acquirable {
   constructor(value = 1) {
     super();
     const initial = checkCount(value, `${new.target.name}()`);
@@ -351,29 +358,6 @@ export class Semaphore extends Primitive {
       if (Atomics.compareExchange(w, 0, v, v + 1) === v) break;
     }
     if (Atomics.load(w, 1) > 0) this.wake(0, 1);
-  }
-
-  lockSync(): Disposable {
-    this.acquireSync();
-    return { [Symbol.dispose]: () => this.release() };
-  }
-
-  withLockSync<R>(fn: () => R): R {
-    this.acquireSync();
-    try {
-      return fn();
-    } finally {
-      this.release();
-    }
-  }
-
-  async withLock<R>(fn: () => R | Promise<R>): Promise<R> {
-    await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      this.release();
-    }
   }
 
   /** @internal */
