@@ -35,7 +35,7 @@ export interface Binding {
   openFromProcess(pid: number, fd: number, dev: number, ino: number): number;
   checkOwnFd(fd: number, dev: number, ino: number): number;
   identify(fd: number): [dev: number, ino: number, size: number];
-  map(fd: number, size: number): ArrayBuffer;
+  map(fd: number, size: number, populate?: boolean): ArrayBuffer;
   unmap(buffer: ArrayBuffer): void;
   closeFd(fd: number): void;
   unlink(name: string): void;

@@ -89,7 +89,7 @@ export class Ring {
 
   /** `capacity` is rounded up to a power of two. */
   static create(capacity: number, maxsize: number): Ring {
-    const ring = new Ring(Segment.create(DATA + 2 ** Math.ceil(Math.log2(capacity))));
+    const ring = new Ring(Segment.create(DATA + 2 ** Math.ceil(Math.log2(capacity)), true));
     ring.w[MAXSIZE] = maxsize;
     ring.w[CREATOR] = process.pid;
     ring.w[WRITER] = process.pid;

@@ -13,6 +13,8 @@ export interface SegmentHandle {
   dev: number;
   ino: number;
   size: number;
+  /** Map every page at attach too (a queue's ring). */
+  populate?: boolean;
 }
 
 const byIdentity = new Map<string, WeakRef<Segment>>();
@@ -30,16 +32,18 @@ export class Segment {
   readonly dev: number;
   readonly ino: number;
   readonly size: number;
+  readonly populate: boolean;
   #closed = false;
 
-  private constructor(fd: number, size: number) {
+  private constructor(fd: number, size: number, populate = false) {
     const [dev, ino] = native.identify(fd);
     this.fd = fd;
     this.dev = dev;
     this.ino = ino;
     this.size = size;
+    this.populate = populate;
     try {
-      this.buffer = native.map(fd, size);
+      this.buffer = native.map(fd, size, populate);
     } catch (err) {
       native.closeFd(fd);
       throw err;
@@ -48,9 +52,12 @@ export class Segment {
     closeOnCollect.register(this, fd, this);
   }
 
-  /** A fresh zero-filled segment; its pages are reserved now (ENOSPC here, never SIGBUS later). */
-  static create(size: number): Segment {
-    return new Segment(native.createAnonymous(size), size);
+  /**
+   * A fresh zero-filled segment; its pages are reserved now (ENOSPC here, never SIGBUS later).
+   * `populate`: map every page now (for memory that will all be cycled through, a queue's ring).
+   */
+  static create(size: number, populate = false): Segment {
+    return new Segment(native.createAnonymous(size), size, populate);
   }
 
   /** Takes over an fd this process opened (a named segment) and maps `size` bytes of it. */
@@ -70,7 +77,7 @@ export class Segment {
       fd = native.checkOwnFd(passed, handle.dev, handle.ino);
     }
     if (fd < 0) fd = native.openFromProcess(handle.pid, handle.fd, handle.dev, handle.ino);
-    return new Segment(fd, handle.size);
+    return new Segment(fd, handle.size, handle.populate === true);
   }
 
   /** Records fds this process was started with, so attaching them opens nothing. */
@@ -84,7 +91,7 @@ export class Segment {
 
   handle(): SegmentHandle {
     if (this.#closed) throw new Error('this shared object is closed');
-    return { pid: process.pid, fd: this.fd, dev: this.dev, ino: this.ino, size: this.size };
+    return { pid: process.pid, fd: this.fd, dev: this.dev, ino: this.ino, size: this.size, populate: this.populate };
   }
 
   /** Unmaps now (the garbage collector cannot see mapped bytes) and closes the fd. */

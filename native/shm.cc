@@ -93,9 +93,10 @@ FileId Identify(int fd) {
                 static_cast<uint64_t>(st.st_size)};
 }
 
-void* Map(int fd, size_t size) {
+void* Map(int fd, size_t size, bool populate) {
   size_t length = size == 0 ? 1 : size;
-  void* addr = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+  void* addr = mmap(nullptr, length, PROT_READ | PROT_WRITE, flags, fd, 0);
   if (addr == MAP_FAILED) throw SysFail{"mmap", errno, ""};
   return addr;
 }

@@ -35,8 +35,10 @@ int CheckOwnFd(int fd, uint64_t dev, uint64_t ino);
 
 FileId Identify(int fd);
 
-// Maps `size` bytes (at least one page is mapped for size 0).
-void* Map(int fd, size_t size);
+// Maps `size` bytes (at least one page is mapped for size 0). `populate` makes the page-table
+// entries now rather than by faults on first touch: right for memory that will all be cycled
+// through (a queue's ring), wrong for a large segment of which a process reads a little.
+void* Map(int fd, size_t size, bool populate = false);
 void Unmap(void* addr, size_t size);
 
 void Close(int fd);

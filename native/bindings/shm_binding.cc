@@ -91,12 +91,13 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = static_cast<int>(IntArg(info, 0, "fd"));
   size_t size = SizeArg(info, 1);
+  bool populate = info.Length() > 2 && info[2].ToBoolean().Value();
   void* addr;
   try {
     // Never map past the end of the file: touching those pages would be SIGBUS, not an error.
     shm::FileId id = shm::Identify(fd);
     if (id.size < size) throw SysFail{"mmap", EINVAL, ""};
-    addr = shm::Map(fd, size);
+    addr = shm::Map(fd, size, populate);
   } catch (const SysFail& f) {
     ThrowSysFail(env, f);
   }
