@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import { inspect } from 'util';
 
 import * as mp from '../dist';
+import { ROOT } from './helpers';
 
 function threads(): number {
   return Number(/Threads:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]);
@@ -148,6 +149,26 @@ describe('Queue', () => {
     expect(consumers.map((c) => c.exitCode)).toEqual([0, 0]);
     expect([...seen].every((n) => n === 1)).toBe(true);
     seen.close();
+  });
+
+  test("a child's child puts into the parent's queue, and its name says whose child it is", async () => {
+    const q = new mp.Queue<string>();
+    const child = new mp.Process({
+      target: async (q: any, root: string) => {
+        const m = require(root);
+        const grandchild = new m.Process({ target: (q: any, root: string) => q.putSync(require(root).currentProcess().name), args: [q, root] });
+        grandchild.start();
+        await grandchild.join();
+        q.putSync(`${m.currentProcess().name} done`);
+      },
+      args: [q, ROOT],
+    });
+    child.start();
+    const first = await q.get({ timeout: 20000 });
+    const second = await q.get({ timeout: 20000 });
+    await child.join(20000);
+    expect(first).toBe(`${child.name}:1`);
+    expect(second).toBe(`${child.name} done`);
   });
 
   test('a 256 MiB Buffer goes through a 4 MiB ring, checked by hash', async () => {
