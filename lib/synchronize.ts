@@ -129,10 +129,6 @@ export class Lock extends Acquirable {
     return lock;
   }
 
-  protected get recursive(): boolean {
-    return false;
-  }
-
   /** Blocks this thread; returns false if the timeout passed (or, non-blocking, if it is held). */
   acquireSync(options?: AcquireSyncOptions): boolean {
     if (options === undefined && Atomics.compareExchange(this.w, 0, 0, SELF) === 0) return true;
@@ -222,8 +218,8 @@ export class Lock extends Acquirable {
     return 1;
   }
 
-  /** @internal For Condition: take it back as deep as it was. */
-  *acquireRestorePlan(depth: number): WaitPlan<void> {
+  /** @internal For Condition: take it back as deep as it was (a Lock is one deep). */
+  *acquireRestorePlan(_depth: number): WaitPlan<void> {
     yield* this.acquirePlan(true, undefined);
   }
 
@@ -239,10 +235,6 @@ export class Lock extends Acquirable {
 
 /** A recursive lock, as Python's RLock: the owner (a process's thread) may acquire it again. */
 export class RLock extends Lock {
-  protected override get recursive(): boolean {
-    return true;
-  }
-
   override acquireSync(options?: AcquireSyncOptions): boolean {
     const w = this.w;
     if ((Atomics.load(w, 0) & ~WAITERS) === SELF) {
