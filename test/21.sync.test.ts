@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import * as mp from '../dist';
+import { eventually } from './helpers';
 
 describe('Semaphore and BoundedSemaphore', () => {
   test('counts down, refuses at zero, times out, and counts up on release', async () => {
@@ -144,7 +145,8 @@ describe('Condition', () => {
     const deadline = Date.now() + 10000;
     while (waiting.value < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     await cond.withLock(() => cond.notify(1));
-    await new Promise((r) => setTimeout(r, 100));
+    expect(await eventually(() => woken.value >= 1, 10000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));  // a second wake-up would show by now
     expect(woken.value).toBe(1);
     await cond.withLock(() => cond.notifyAll());
     await Promise.all(procs.map((p) => p.join(10000)));
