@@ -139,7 +139,7 @@ export class Process {
     const target = this.#target === undefined ? null : toTaskSpec(this.#target, 'Process.start()');
     // Everything that can fail on bad input fails here, before any fork.
     const segments = new Map<string, Segment>();
-    const encoded = encode(this.#args, (s) => segments.set(`${s.dev}:${s.ino}`, s));
+    const encoded = encode(this.#args, (s) => segments.set(s.key, s));
     const args = serialize(encoded, 'Process args');
 
     installExitHook();

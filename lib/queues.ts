@@ -5,7 +5,7 @@
 // also when several puts wait for room at once: each queue object keeps its blocked puts in line.
 import { describe } from './describe';
 import { abortError, EOFError, Empty, Full } from './errors';
-import { Ring, RingClosed, Frame, Kind } from './ring';
+import { Frame, Kind, NUMBER_BYTES, Ring, RingClosed } from './ring';
 import { Segment } from './segment';
 import { decode, encode, kShare, registerKind, serialize, ShareDescription } from './shared';
 import { checkSignal, checkTimeout, runAsync, runSync } from './wait';
@@ -16,12 +16,9 @@ const DEFAULT_CAPACITY = 4 * 1024 * 1024;
 
 function encodeItem(item: unknown, what: string): Frame {
   switch (typeof item) {
-    case 'number': {
-      // Written into the ring in place; the bytes are needed only where a frame wraps.
-      const bytes = Buffer.allocUnsafe(8);
-      bytes.writeDoubleLE(item, 0);
-      return { kind: Kind.Number, bytes, num: item };
-    }
+    case 'number':
+      // Written into the ring in place: no buffer per message.
+      return { kind: Kind.Number, bytes: NUMBER_BYTES, num: item };
     case 'string':
       return { kind: Kind.String, bytes: Buffer.from(item, 'utf8') };
     case 'undefined':

@@ -55,13 +55,16 @@ export const enum Kind {
 
 export interface Frame {
   kind: Kind;
-  /** The payload; for a Number, 8 bytes whose value is also in `num`. */
+  /** The payload; for a Number, NUMBER_BYTES (its length) and the value in `num`. */
   bytes: Uint8Array;
   num?: number;
 }
 
 /** Stands for a number's 8 payload bytes where only their length matters. */
-const NUMBER_BYTES = new Uint8Array(8);
+export const NUMBER_BYTES = new Uint8Array(8);
+/** Where a number is laid out as bytes when its frame wraps around the ring's end. */
+const scratchNumber = new Float64Array(1);
+const scratchNumberBytes = new Uint8Array(scratchNumber.buffer);
 
 /** Thrown by get() on a ring that is closed and drained. */
 export class RingClosed extends Error {
@@ -318,12 +321,15 @@ export class Ring {
   *getPlan(timeout: number | undefined, watchWriter = false): WaitPlan<Frame | undefined> {
     const deadline = deadlineAfter(timeout);
     const w = this.w;
+    // Whether to look at the writer's process now: after a sleep slice ran out, not before every
+    // sleep (a kill() and a /proc read per recv); at once only for a call that must answer now.
+    let checkWriter = watchWriter && timeout === 0;
     for (;;) {
       // Spin a little without the lock: a busy producer refills before we would have slept.
       for (let n = 0; n < SPINS && this.isEmpty() && w[CLOSED] === 0; n++);
       yield* this.locked();
       if (!this.isEmpty()) return this.getLocked();
-      if (w[CLOSED] === 1 || (watchWriter && native.processGone(w[WRITER]))) {
+      if (w[CLOSED] === 1 || (checkWriter && native.processGone(w[WRITER]))) {
         this.lock.release();
         throw new RingClosed('the queue is closed');
       }
@@ -336,7 +342,8 @@ export class Ring {
         return undefined;
       }
       try {
-        yield this.at(NOT_EMPTY, seen, left);
+        const result = yield this.at(NOT_EMPTY, seen, left);
+        checkWriter = watchWriter && result === WaitResult.TimedOut;
       } finally {
         Atomics.sub(w, SLEEP_GET, 1);
       }
@@ -347,16 +354,18 @@ export class Ring {
   *pollPlan(timeout: number | undefined, watchWriter = false): WaitPlan<boolean> {
     const deadline = deadlineAfter(timeout);
     const w = this.w;
+    let checkWriter = watchWriter && timeout === 0;  // as in getPlan
     for (;;) {
       if (!this.isEmpty()) return true;
-      if (w[CLOSED] === 1 || (watchWriter && native.processGone(w[WRITER]))) return true;
+      if (w[CLOSED] === 1 || (checkWriter && native.processGone(w[WRITER]))) return true;
       const seen = Atomics.load(w, NOT_EMPTY);
       if (!this.isEmpty()) return true;
       const left = remaining(deadline, watchWriter ? WRITER_CHECK_MS : Infinity);
       if (left === 0) return false;
       Atomics.add(w, SLEEP_GET, 1);
       try {
-        yield this.at(NOT_EMPTY, seen, left);
+        const result = yield this.at(NOT_EMPTY, seen, left);
+        checkWriter = watchWriter && result === WaitResult.TimedOut;
       } finally {
         Atomics.sub(w, SLEEP_GET, 1);
       }
@@ -395,8 +404,13 @@ export class Ring {
       this.bytes[(pos + 4) & this.mask] = frame.kind;
     }
     const start = (pos + FRAME_HEAD) & this.mask;
-    if (frame.kind === Kind.Number && start + 8 <= this.capacity) {
-      this.view.setFloat64(start, frame.num!, true);
+    if (frame.kind === Kind.Number) {
+      if (start + 8 <= this.capacity) {
+        this.view.setFloat64(start, frame.num!, true);
+      } else {
+        scratchNumber[0] = frame.num!;  // little-endian, as DataView writes it above
+        this.copyIn(start, scratchNumberBytes);
+      }
       return;
     }
     this.copyIn(start, frame.bytes);

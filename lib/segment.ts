@@ -85,6 +85,11 @@ export class Segment {
     for (const { fd, dev, ino } of list) inherited.set(identity(dev, ino), fd);
   }
 
+  /** The same for every mapping of this segment in any process. */
+  get key(): string {
+    return identity(this.dev, this.ino);
+  }
+
   get closed(): boolean {
     return this.#closed;
   }
@@ -99,8 +104,7 @@ export class Segment {
     if (this.#closed) return;
     this.#closed = true;
     closeOnCollect.unregister(this);
-    const key = identity(this.dev, this.ino);
-    if (byIdentity.get(key)?.deref() === this) byIdentity.delete(key);
+    if (byIdentity.get(this.key)?.deref() === this) byIdentity.delete(this.key);
     native.unmap(this.buffer);
     native.closeFd(this.fd);
   }

@@ -6,7 +6,7 @@
 import { native } from './native';
 import { Segment } from './segment';
 import { kShare, registerKind, ShareDescription } from './shared';
-import { track, untrack } from './tracker';
+import { nameFor, track, untrack, untrackedName } from './tracker';
 import { describe } from './describe';
 
 export interface SharedMemoryOptions {
@@ -28,12 +28,6 @@ function checkName(name: unknown): string {
     throw new TypeError(`SharedMemory(): invalid name ${describe(name)}: 1 to ${MAX_NAME} characters, no '/'`);
   }
   return bare;
-}
-
-function generatedName(tracked: boolean): string {
-  // crypto costs a child ~2 ms to load: only when a name is made.
-  const rand = (require('crypto') as typeof import('crypto')).randomBytes(8).toString('hex');
-  return tracked ? `nmp_${process.pid.toString(36)}_${rand}` : `nmpu_${rand}`;
 }
 
 export class SharedMemory {
@@ -63,7 +57,7 @@ export class SharedMemory {
       return;
     }
     if (size === 0) throw new RangeError("SharedMemory(): size must be a positive number of bytes when creating");
-    const name = options.name === undefined ? generatedName(trackIt) : checkName(options.name);
+    const name = options.name === undefined ? (trackIt ? nameFor(process.pid) : untrackedName()) : checkName(options.name);
     const fd = native.createNamed(name, size);
     try {
       Object.assign(this, { name, size, seg: Segment.fromFd(fd, size) });

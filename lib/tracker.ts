@@ -85,8 +85,17 @@ export function forget(name: string): void {
   send(`U ${process.pid} ${name}\n`);
 }
 
-/** A name for a segment that lives on behalf of `pid`: swept if that pid is dead. */
+// crypto costs a child ~2 ms to load: only when a name is made.
+function randomHex(): string {
+  return (require('crypto') as typeof import('crypto')).randomBytes(8).toString('hex');
+}
+
+/** A name for a segment that lives on behalf of `pid` (TRACKED_NAME): swept if that pid is dead. */
 export function nameFor(pid: number): string {
-  const rand = (require('crypto') as typeof import('crypto')).randomBytes(8).toString('hex');
-  return `nmp_${pid.toString(36)}_${rand}`;
+  return `nmp_${pid.toString(36)}_${randomHex()}`;
+}
+
+/** A name no tracker or sweep ever removes (`track: false`). */
+export function untrackedName(): string {
+  return `nmpu_${randomHex()}`;
 }

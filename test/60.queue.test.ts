@@ -73,6 +73,18 @@ describe('Queue', () => {
     expect(q.qsize()).toBe(n);
   });
 
+  test('numbers and strings survive frames that wrap around the ring\'s end', () => {
+    const q = new mp.Queue({ capacity: 4096 });
+    const values: unknown[] = [];
+    for (let i = 0; i < 3000; i++) values.push(i % 7 === 0 ? `s${i}` : i * 1.5 - 1e6);
+    const got: unknown[] = [];
+    for (const v of values) {
+      q.putSync(v);
+      got.push(q.getSync());
+    }
+    expect(got).toEqual(values);
+  });
+
   test('an aborted get rejects with AbortError and takes no item', async () => {
     const q = new mp.Queue();
     const ac = new AbortController();
