@@ -8,10 +8,23 @@ function title(text) {
   console.log(`\n=== ${text} ===`);
 }
 
+async function threadAndProcess() {
+  title('1. A thread and a process, started the same way: td.Thread / mp.Process');
+  const { Worker } = require('worker_threads');
+  function job(a, d) {
+    console.log('aaaaa', a, d);
+  }
+  // A worker thread runs in this process; mp.Process runs the same function in a new one.
+  const t1 = new Worker(`(${job})(...require('worker_threads').workerData)`, { eval: true, workerData: [1, 2] });
+  const p1 = new mp.Process({ target: job, args: [1, 2] });
+  p1.start();
+  await Promise.all([new Promise((resolve) => t1.once('exit', resolve)), p1.join()]);
+}
+
 async function processWithArguments() {
   title('2. A process with arguments: mp.Process({ target: job, args: [1, 2] })');
   function job(a, d) {
-    console.log(`job(${a}, ${d}) runs in process ${process.pid}`);
+    console.log(a, d);
   }
   const p1 = new mp.Process({ target: job, args: [1, 2] });
   p1.start();
@@ -35,6 +48,32 @@ async function queueCollectsResults() {
   const res1 = await q.get();
   const res2 = await q.get();
   console.log(res1, res2);
+}
+
+async function pools() {
+  title('4. A Pool: pool.map(job, range(10)), Pool(processes=3), apply_async(job, (2,)).get()');
+  const job = (x) => x * x;
+  const range = (n) => Array.from({ length: n }, (_, i) => i);
+  const show = (list) => `[${list.join(', ')}]`;   // as Python prints a list
+
+  async function multicore(options) {
+    const pool = new mp.Pool(options);
+    try {
+      const res = await pool.map(job, range(10));
+      console.log(show(res));
+      const one = pool.applyAsync(job, [2]);
+      console.log(await one.get());
+      const multiRes = range(10).map((i) => pool.applyAsync(job, [i]));
+      console.log(show(await Promise.all(multiRes.map((r) => r.get()))));
+    } finally {
+      pool.close();
+      await pool.join();
+    }
+  }
+  console.log(`mp.Pool() has ${mp.cpuCount()} processes (one per CPU):`);
+  await multicore();
+  console.log('mp.Pool({ processes: 3 }):');
+  await multicore({ processes: 3 });
 }
 
 async function sharedValueAndArray() {
@@ -86,8 +125,10 @@ async function twoProcessesAddToAValue(withLock) {
 
 async function main() {
   console.log(`node-multiprocessing walkthrough: ${mp.cpuCount()} CPUs, main process ${mp.currentProcess().name} (pid ${process.pid})`);
+  await threadAndProcess();
   await processWithArguments();
   await queueCollectsResults();
+  await pools();
   await sharedValueAndArray();
   await twoProcessesAddToAValue(false);
   await twoProcessesAddToAValue(true);

@@ -16,9 +16,13 @@ import { getStartMethod, spareChildExited, StartMethod, takeSpare } from './star
 import { Task, toTaskSpec } from './task';
 import { checkSignal, checkTimeout } from './wait';
 
-export interface ProcessOptions {
-  target?: ((...args: any[]) => unknown) | Task;
-  args?: unknown[];
+/** Any function that can be a target or a task. */
+export type AnyFunction = (...args: any[]) => unknown;
+
+export interface ProcessOptions<F extends AnyFunction = AnyFunction> {
+  target?: F | Task<F>;
+  /** The target's arguments, checked against its parameters. */
+  args?: Parameters<F>;
   name?: string;
   daemon?: boolean;
   /** The child's whole environment (default: this process's). */
@@ -64,12 +68,13 @@ function checkStringArray(value: unknown, what: string): string[] {
   return value as string[];
 }
 
-export class Process {
+export class Process<F extends AnyFunction = AnyFunction> {
   name: string;
   #daemon: boolean;
-  readonly #target: ProcessOptions['target'];
+  readonly #target: ProcessOptions<F>['target'];
   readonly #args: unknown[];
-  readonly #options: ProcessOptions;
+  readonly #options: ProcessOptions<F>;
+  #exitListeners: Array<() => void> = [];
   #pid: number | undefined;
   #pidfd = -1;
   #exitCode: number | null = null;
@@ -80,7 +85,7 @@ export class Process {
   #identity: number[];
   #fromSpare = false;
 
-  constructor(options: ProcessOptions = {}) {
+  constructor(options: ProcessOptions<F> = {}) {
     if (typeof options !== 'object' || options === null) throw new TypeError(`Process(): options must be an object, got ${describe(options)}`);
     const { target, args = [], name, daemon, env, cwd, execArgv, cpus, signal } = options;
     if (target !== undefined) toTaskSpec(target, 'Process()');
@@ -201,10 +206,17 @@ export class Process {
     this.#pidfd = -1;
     this.#channel?.close();
     if (this.#fromSpare) spareChildExited();
+    for (const listener of this.#exitListeners.splice(0)) listener();
     const joiners = this.#joiners;
     this.#joiners = [];
     for (const resolve of joiners) resolve();
     return true;
+  }
+
+  /** @internal Calls `listener` once the child has exited and was reaped; keeps nothing alive. */
+  whenExited(listener: () => void): void {
+    if (this.#exitCode !== null) listener();
+    else this.#exitListeners.push(listener);
   }
 
   /** Resolves when the child has exited, or when the timeout passes (check exitCode). */

@@ -12,6 +12,8 @@ import { checkSignal, checkTimeout, runAsync, runSync } from './wait';
 import * as v8 from 'v8';
 
 const EMPTY_BYTES = new Uint8Array(0);
+/** What Queue.takeNow() returns when nothing is there. */
+export const NOTHING: unique symbol = Symbol('nothing');
 const DEFAULT_CAPACITY = 4 * 1024 * 1024;
 
 function encodeItem(item: unknown, what: string): Frame {
@@ -232,6 +234,20 @@ export class Queue<T = unknown> {
     } catch (err) {
       throw err instanceof RingClosed ? new Error('Queue is closed and empty') : err;
     }
+  }
+
+  /**
+   * @internal The next item if one can be had without waiting, else NOTHING. No exception on
+   * an empty queue: the pool polls its queues with this in a loop.
+   */
+  takeNow(): T | typeof NOTHING {
+    const frame = this.ring.tryGet();
+    return frame === null ? NOTHING : this.item(frame);
+  }
+
+  /** @internal Unmaps the queue in this process (other processes are not affected). */
+  release(): void {
+    this.ring.seg.close();
   }
 
   private item(frame: Frame | undefined): T {

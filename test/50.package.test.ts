@@ -33,11 +33,17 @@ test('require() and import() give the same API, with types', async () => {
   expect(fs.existsSync(path.join(ROOT, 'dist', 'index.d.ts'))).toBe(true);
 });
 
-test('npm start: the walkthrough adds to a Value without and with a Lock', async () => {
+test('npm start: the walkthrough, from a thread and a process to a pool and a Value with a Lock', async () => {
   const run = await node(['examples/tutorial.js']);
   expect(run.code).toBe(0);
-  expect(run.stdout).toMatch(/job\(1, 2\) runs in process \d+/);
+  // Section 1: the thread and the process print the same line; section 2: the child prints `1 2`.
+  expect(run.stdout.match(/^aaaaa 1 2$/gm)).toHaveLength(2);
+  expect(run.stdout).toMatch(/===\n1 2\nProcess-\d+ \(pid \d+\) exited with code 0/);
   expect(run.stdout).toContain('249833583000 249833583000');
+  // Section 4, for mp.Pool() and mp.Pool({ processes: 3 }): map, applyAsync(job, [2]).get(), applyAsync in a loop.
+  const squares = '[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]';
+  expect(run.stdout).toContain(`mp.Pool({ processes: 3 }):\n${squares}\n4\n${squares}\n`);
+  expect(run.stdout.split(`${squares}\n4\n${squares}\n`)).toHaveLength(3);
   expect(run.stdout).toContain('value1=42 value2=6.28 array=[10,20,30,40]');
   // With the lock, one process's five additions come before the other's: the sum is exact.
   const finals = [...run.stdout.matchAll(/final value: (\d+)/g)].map((m) => Number(m[1]));

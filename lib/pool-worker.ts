@@ -1,0 +1,146 @@
+// A pool worker, as a Process target: it takes task messages from a queue of its own, runs them
+// one at a time, and puts each outcome into the pool's result queue. It exits after a stop
+// message or after maxTasksPerChild tasks.
+//
+// Kill-safety comes from the queues: a task message is either still in the worker's queue (never
+// started: the pool hands it to another worker) or taken (held: lost with the worker), and a
+// result is either wholly in the result queue or not there at all.
+import * as v8 from 'v8';
+import { performance } from 'perf_hooks';
+
+import { NOTHING, Queue } from './queues';
+import { errorInfo } from './remote-error';
+import { decode } from './shared';
+import { resolveTask, TaskSpec, withClosureHint } from './task';
+
+/** Modes of a task message: how the payload is applied to the function. */
+export const enum Mode {
+  /** payload is the argument list: fn(...payload) */
+  Apply = 0,
+  /** payload is a chunk of items: [fn(x) for x in payload] */
+  Map = 1,
+  /** payload is a chunk of argument lists: [fn(...a) for a in payload] */
+  Starmap = 2,
+}
+
+/** Kinds of result messages: [kind, a, b]. */
+export const enum Outcome {
+  /** [Ok, seq, value] */
+  Ok = 0,
+  /** [Failed, seq, ErrorInfo] */
+  Failed = 1,
+  /** [Ready, workerId, pid]: the initializer has run; tasks may be timed from here */
+  Ready = 2,
+  /** [StartFailed, workerId, ErrorInfo]: the initializer threw; the worker exits */
+  StartFailed = 3,
+}
+
+export interface WorkerConfig {
+  id: number;
+  initializer: TaskSpec | null;
+  /** 0: no limit */
+  maxTasks: number;
+  /** How long to poll for the next task before sleeping (0 on a single CPU). */
+  spinMs: number;
+}
+
+/** A task message is v8.serialize([seq, fnId, mode, encoded payload]); null stops the worker. */
+export type TaskMessage = Buffer | null;
+/** A definition message: [fnId, spec], sent before the first task that uses the function. */
+export type Definition = [number, TaskSpec];
+
+/** Yield to the event loop at least this often while tasks keep coming (timers, I/O of tasks). */
+const YIELD_MS = 10;
+
+export async function serve(
+  config: WorkerConfig,
+  tasks: Queue<TaskMessage>,
+  definitions: Queue<Definition>,
+  results: Queue<unknown>,
+  initargs: unknown[],
+): Promise<void> {
+  if (config.initializer !== null) {
+    try {
+      const init = await resolveTask(config.initializer);
+      await init(...initargs);
+    } catch (err) {
+      withClosureHint(err, config.initializer);
+      results.putSync([Outcome.StartFailed, config.id, errorInfo(err)]);
+      process.exit(1);
+    }
+  }
+  results.putSync([Outcome.Ready, config.id, process.pid]);
+
+  const specs = new Map<number, TaskSpec>();
+  const functions = new Map<number, Promise<Function>>();
+  const functionOf = (fnId: number): Promise<Function> => {
+    let fn = functions.get(fnId);
+    if (fn === undefined) {
+      // Definitions are put before the first task that needs them, so they are there by now.
+      while (!specs.has(fnId)) {
+        const def = definitions.getNowait();
+        specs.set(def[0], def[1]);
+      }
+      fn = resolveTask(specs.get(fnId)!);
+      fn.catch(() => undefined);
+      functions.set(fnId, fn);
+    }
+    return fn;
+  };
+
+  let done = 0;
+  let lastYield = performance.now();
+  for (;;) {
+    let message = tasks.takeNow();
+    if (message === NOTHING && config.spinMs > 0) {
+      // The pool often sends the next task within microseconds of a result: look for it a
+      // moment before paying for a sleep and a wake-up.
+      const until = performance.now() + config.spinMs;
+      while (message === NOTHING && performance.now() < until) message = tasks.takeNow();
+    }
+    if (message === NOTHING) {
+      message = await tasks.get();
+      lastYield = performance.now();
+    } else if (performance.now() - lastYield > YIELD_MS) {
+      await new Promise(setImmediate);
+      lastYield = performance.now();
+    }
+    if (message === null) break;
+    const [seq, fnId, mode, payload] = v8.deserialize(message) as [number, number, Mode, unknown];
+    let outcome: unknown[];
+    try {
+      outcome = [Outcome.Ok, seq, await run(await functionOf(fnId), mode, decode(payload))];
+    } catch (err) {
+      const spec = specs.get(fnId);
+      if (spec !== undefined) withClosureHint(err, spec);
+      outcome = [Outcome.Failed, seq, errorInfo(err)];
+    }
+    try {
+      results.putSync(outcome);
+    } catch (err) {
+      // The value could not be cloned (a function, a socket...): that task fails, the worker goes on.
+      const info = errorInfo(err);
+      info.name = 'TypeError';
+      info.message = `the result of the task cannot be sent back to the pool: ${info.message}`;
+      results.putSync([Outcome.Failed, seq, info]);
+    }
+    if (config.maxTasks > 0 && ++done >= config.maxTasks) break;
+  }
+  // Exit even if a task left a timer or a socket behind: the pool counts on this worker ending.
+  setTimeout(() => process.exit(0), 1000).unref();
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
+
+async function run(fn: Function, mode: Mode, payload: unknown): Promise<unknown> {
+  if (mode === Mode.Apply) return fn(...(payload as unknown[]));
+  const items = payload as unknown[];
+  const out = new Array<unknown>(items.length);
+  for (let i = 0; i < items.length; i++) {
+    const r = mode === Mode.Map ? fn(items[i]) : fn(...(items[i] as unknown[]));
+    out[i] = isThenable(r) ? await r : r;
+  }
+  return out;
+}
