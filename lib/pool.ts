@@ -259,7 +259,8 @@ class Stream implements Job {
 
 type State = 'running' | 'closed' | 'terminated';
 
-export class Pool {
+/** `I`: the initializer's type, so that `initargs` are checked against it. */
+export class Pool<I extends AnyFunction = AnyFunction> {
   readonly #processes: number;
   readonly #initializer: TaskSpec | null;
   readonly #initargs: unknown[];
@@ -282,7 +283,7 @@ export class Pool {
   /** imap/imapUnordered still reading their input: close() lets them finish. */
   #activeStreams = 0;
 
-  constructor(options: PoolOptions = {}) {
+  constructor(options: PoolOptions<I> = {}) {
     const o = optionsObject(options, 'Pool()');
     const processes = checkOptionalInteger(o.processes, 'Pool(): processes', 1) ?? cpuCount();
     if (processes > 1024) throw new RangeError(`Pool(): processes must be at most 1024, got ${processes}`);
