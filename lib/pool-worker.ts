@@ -5,12 +5,11 @@
 // Kill-safety comes from the queues: a task message is either still in the worker's queue (never
 // started: the pool hands it to another worker) or taken (held: lost with the worker), and a
 // result is either wholly in the result queue or not there at all.
-import * as v8 from 'v8';
 import { performance } from 'perf_hooks';
 
+import { decodeValue, encodeMessage, headerField } from './pool-codec';
 import { NOTHING, Queue } from './queues';
 import { errorInfo } from './remote-error';
-import { decode } from './shared';
 import { resolveTask, TaskSpec, withClosureHint } from './task';
 
 /** Modes of a task message: how the payload is applied to the function. */
@@ -23,10 +22,8 @@ export const enum Mode {
   Starmap = 2,
 }
 
-/** Kinds of result messages: [kind, a, b]. */
+/** Kinds of result messages other than a value: [kind, a, b]. A value is a Buffer (pool-codec) of [seq] and the value. */
 export const enum Outcome {
-  /** [Ok, seq, value] */
-  Ok = 0,
   /** [Failed, seq, ErrorInfo] */
   Failed = 1,
   /** [Ready, workerId, pid]: the initializer has run; tasks may be timed from here */
@@ -44,7 +41,7 @@ export interface WorkerConfig {
   spinMs: number;
 }
 
-/** A task message is v8.serialize([seq, fnId, mode, encoded payload]); null stops the worker. */
+/** A task message is a pool-codec message of [seq, fnId, mode] and the payload; null stops the worker. */
 export type TaskMessage = Buffer | null;
 /** A definition message: [fnId, spec], sent before the first task that uses the function. */
 export type Definition = [number, TaskSpec];
@@ -56,7 +53,7 @@ export async function serve(
   config: WorkerConfig,
   tasks: Queue<TaskMessage>,
   definitions: Queue<Definition>,
-  results: Queue<unknown>,
+  results: Queue<Buffer | unknown[]>,
   initargs: unknown[],
 ): Promise<void> {
   if (config.initializer !== null) {
@@ -106,10 +103,20 @@ export async function serve(
       lastYield = performance.now();
     }
     if (message === null) break;
-    const [seq, fnId, mode, payload] = v8.deserialize(message) as [number, number, Mode, unknown];
-    let outcome: unknown[];
+    const seq = headerField(message, 0);
+    const fnId = headerField(message, 1);
+    let outcome: Buffer | unknown[];
     try {
-      outcome = [Outcome.Ok, seq, await run(await functionOf(fnId), mode, decode(payload))];
+      const value = await run(await functionOf(fnId), headerField(message, 2), decodeValue(message, 3));
+      try {
+        outcome = encodeMessage([seq], value, 'the result');
+      } catch (err) {
+        // The value could not be cloned (a function, a socket...): that task fails, the worker goes on.
+        const info = errorInfo(err);
+        info.name = 'TypeError';
+        info.message = `the result of the task cannot be sent back to the pool: ${info.message}`;
+        outcome = [Outcome.Failed, seq, info];
+      }
     } catch (err) {
       const spec = specs.get(fnId);
       if (spec !== undefined) withClosureHint(err, spec);

@@ -9,7 +9,6 @@
 // started (it goes to another worker); the one it had taken and not answered was running, and only
 // that task rejects with WorkerLostError. Python's Pool hangs here instead (python/cpython#96062).
 import * as path from 'path';
-import * as v8 from 'v8';
 import { performance } from 'perf_hooks';
 
 import { AsyncResult, AsyncResultCallbacks, checkCallbacks } from './async-result';
@@ -19,6 +18,7 @@ import { abortError, Empty, Full, TimeoutError, WorkerLostError } from './errors
 import { Definition, Mode, Outcome, TaskMessage, WorkerConfig } from './pool-worker';
 import { AnyFunction, Process } from './process';
 import { NOTHING, Queue } from './queues';
+import { decodeValue, encodeMessage, headerField } from './pool-codec';
 import { captureCallSite, ErrorInfo, rebuildError } from './remote-error';
 import { encode, serialize } from './shared';
 import { task, Task, TaskSpec, toTaskSpec } from './task';
@@ -60,7 +60,7 @@ export type MapAsyncOptions<T> = MapOptions & AsyncResultCallbacks<T>;
 const POOL_WORKER = task(path.join(__dirname, 'pool-worker.js'), 'serve');
 
 /** Task messages queued in a worker beyond the one it runs. */
-const QUEUED_AHEAD = 8;
+const QUEUED_AHEAD = 32;
 /** Workers that die before they are up, one after another, before the pool gives up. */
 const START_FAILURES = 3;
 /** After a result, the parent polls for the next this long (between event-loop turns) before it sleeps. */
@@ -272,7 +272,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   #seq = 0;
   readonly #pending = new Line<Unit>();
   readonly #bySeq = new Map<number, Unit>();
-  readonly #results: Queue<unknown[]>;
+  readonly #results: Queue<Buffer | unknown[]>;
   readonly #fnIds = new Map<string, number>();
   readonly #specs: TaskSpec[] = [];
   #startFailures = 0;
@@ -300,7 +300,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     serialize(encode(initargs), 'Pool(): initargs');
     this.#processes = processes;
     this.#initargs = initargs;
-    this.#results = new Queue<unknown[]>({ capacity: RESULT_RING });
+    this.#results = new Queue<Buffer | unknown[]>({ capacity: RESULT_RING });
     try {
       this.#fill();
     } catch (err) {
@@ -431,7 +431,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   /** Builds a unit; a payload that cannot be cloned throws a TypeError that names it. */
   #unit(job: Job, index: number, fnId: number, mode: Mode, payload: unknown, what: string): Unit {
     const seq = ++this.#seq;
-    const bytes = serialize([seq, fnId, mode, encode(payload)], what);
+    const bytes = encodeMessage([seq, fnId, mode], payload, what);
     return { seq, job, index, fnId, bytes, slot: null };
   }
 
@@ -742,7 +742,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
       if (victim === undefined) return;
       const message = victim.tasks.takeNow();
       if (message === NOTHING || message === null) continue;
-      const unit = this.#bySeq.get((v8.deserialize(message) as [number])[0]);
+      const unit = this.#bySeq.get(headerField(message, 0));
       if (unit === undefined) continue;
       this.#forget(unit);
       // It will never run it: its count towards maxTasksPerChild must not include it.
@@ -837,22 +837,33 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     if (any) this.#dispatch();
   }
 
-  #handle(message: unknown[], dispatch = true): void {
+  #handle(message: Buffer | unknown[], dispatch = true): void {
     this.#lastActivity = performance.now();
+    if (Buffer.isBuffer(message)) {
+      // A value: [seq] and the value (pool-codec).
+      const unit = this.#bySeq.get(headerField(message, 0));
+      if (unit !== undefined) {
+        this.#forget(unit);
+        if (!unit.job.done) unit.job.unitDone(unit, true, decodeValue(message, 1));
+      }
+      if (dispatch) this.#dispatch();
+      return;
+    }
     const [kind, a, b] = message as [Outcome, number, unknown];
-    if (kind === Outcome.Ok || kind === Outcome.Failed) {
+    if (kind === Outcome.Failed) {
       const unit = this.#bySeq.get(a);
-      if (unit === undefined) return;
-      this.#forget(unit);
-      if (!unit.job.done) unit.job.unitDone(unit, kind === Outcome.Ok, kind === Outcome.Ok ? b : rebuildError(b as ErrorInfo, unit.job.callSite));
+      if (unit !== undefined) {
+        this.#forget(unit);
+        if (!unit.job.done) unit.job.unitDone(unit, false, rebuildError(b as ErrorInfo, unit.job.callSite));
+      }
     } else {
+      // Ready or StartFailed, from a worker that may have exited since.
       const slot = this.#slots.find((s) => s.id === a);
-      if (slot === undefined) return;
-      if (kind === Outcome.Ready) {
+      if (slot !== undefined && kind === Outcome.Ready) {
         slot.ready = true;
         this.#startFailures = 0;
         this.#startTimer(slot);
-      } else {
+      } else if (slot !== undefined) {
         slot.startError = rebuildError(b as ErrorInfo, undefined);
       }
     }
@@ -877,7 +888,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
         throw err;
       }
       if (message === null) continue;
-      const unit = this.#bySeq.get((v8.deserialize(message) as [number])[0]);
+      const unit = this.#bySeq.get(headerField(message, 0));
       if (unit !== undefined) unstarted.push(unit);
     }
     for (const unit of unstarted) this.#forget(unit);

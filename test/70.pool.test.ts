@@ -1,4 +1,5 @@
 import * as path from 'path';
+import { inspect } from 'util';
 
 import * as mp from '../dist';
 import { eventually, FIXTURES, isAlive, runFixture } from './helpers';
@@ -436,5 +437,24 @@ describe('Pool: lifecycle', () => {
     const pending = await runFixture('pool-pending.js');
     expect(pending.stdout).toBe('late 300\n');
     expect(pending.code).toBe(0);
+  });
+});
+
+describe('Pool: the message encoding', () => {
+  test('values come back equal, by the fast path or by v8.serialize', () => {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const { roundTrip } = require('../dist/pool-codec');
+    const values: unknown[] = [0, -0, 1, -1, 2 ** 31, -(2 ** 31) - 1, 1.5, NaN, Infinity, 2 ** 53, '', 'héllo wörld ✓', 'x'.repeat(70000),
+      true, false, null, undefined, [], [1, [2, ['three', [null]]]], [1, , 3], new Map([[1, 2]]), { a: 1 }, 10n, new Date(3),
+      Array.from({ length: 20000 }, (_, i) => i * 1.5)];
+    for (const v of values) {
+      const back = roundTrip(v);
+      if (typeof v === 'number' && Object.is(v, -0)) expect(Object.is(back, -0)).toBe(true);
+      // A hole takes the v8 path, which gives it back as undefined.
+      else if (Array.isArray(v) && v.length === 3 && !(1 in v)) expect(back).toEqual([1, undefined, 3]);
+      // Objects are compared through util.inspect: v8.deserialize builds them in another realm than jest's.
+      else if (typeof v === 'object' && v !== null) expect(inspect(back, { depth: 9, maxArrayLength: null })).toBe(inspect(v, { depth: 9, maxArrayLength: null }));
+      else expect(back).toStrictEqual(v);
+    }
   });
 });

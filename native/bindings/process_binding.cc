@@ -132,6 +132,9 @@ Napi::Value SetExitCallback(const Napi::CallbackInfo& info) {
   } catch (const SysFail& f) {
     ThrowSysFail(info.Env(), f);
   }
+  // A child that exits while Node tears this environment down must not reach a destroyed
+  // thread-safe function: stop the watcher first (cleanup hooks run last-registered first).
+  napi_add_env_cleanup_hook(info.Env(), [](void* data) { static_cast<Addon*>(data)->exit_watcher.reset(); }, addon);
   return info.Env().Undefined();
 }
 

@@ -75,6 +75,9 @@ Napi::Value SetWaitCallback(const Napi::CallbackInfo& info) {
       }
     });
   });
+  // Stop the threads before the environment's teardown destroys the thread-safe function they
+  // call (cleanup hooks run last-registered first, so this one runs before the function's own).
+  napi_add_env_cleanup_hook(info.Env(), [](void* data) { static_cast<Addon*>(data)->waiter.reset(); }, addon);
   return info.Env().Undefined();
 }
 
