@@ -3,13 +3,13 @@
 // {"system","workload","value","unit","n"}, with the anchors' workload keys (see
 // ../shared/anchors/py_runner.py), plus a few of our own (W6.lock.async_wakeup.*, W7.sum.private_loop.*).
 //
-//   node bench/nmp_runner.js [W1,W5,W6,W7,W9]
+//   node bench/nmp_runner.js [W1,W2,W3,W4,W5,W6,W7,W8,W9]
 'use strict';
 const fs = require('fs');
 const mp = require('..');
 
 const SYSTEM = 'node-multiprocessing';
-const N = { W1: 30, W6A: 1_000_000, W6B: 100_000, W7: 10_000_000, W7_REPS: 3, WAKE: 300 };
+const N = { W1: 30, W2: 5, W3: 100_000, W4: 5000, W6A: 1_000_000, W6B: 100_000, W7: 10_000_000, W7_REPS: 3, WAKE: 300, W8_TASKS: 8 };
 
 function emit(workload, value, unit, n) {
   const v = Math.round(Number(value) * 1e6) / 1e6;
@@ -254,20 +254,137 @@ async function w7() {
   arr.close();
 }
 
-// W9: RSS of an idle child (our Process; the anchors measure idle pool workers).
+function memoryOf(pids) {
+  const rss = pids.map((pid) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024);
+  const pss = pids.map((pid) => Number(/Pss:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))[1]) / 1024);
+  return { rss: rss.reduce((a, b) => a + b) / rss.length, pss: pss.reduce((a, b) => a + b) / pss.length };
+}
+
+// W9: RSS of idle pool workers after each ran a 50 ms task (as py_runner's w9), and of an idle
+// Process child (our own key).
 async function w9() {
+  const pool = new mp.Pool({ processes: 2 });
+  await pool.map((ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms), [50, 50], { chunksize: 1 });
+  await new Promise((r) => setTimeout(r, 500));
+  const workers = memoryOf(pool.pids);
+  emit('W9.idle_worker_rss', workers.rss, 'MiB', 2);
+  emit('W9.idle_worker_pss', workers.pss, 'MiB', 2);
+  pool.terminate();
+  await pool.join();
   const ps = [0, 1].map(() => new mp.Process({ target: () => setInterval(() => {}, 1000) }));
   ps.forEach((p) => p.start());
   await new Promise((r) => setTimeout(r, 700));
-  const rss = ps.map((p) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p.pid}/status`, 'utf8'))[1]) / 1024);
-  const pss = ps.map((p) => Number(/Pss:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p.pid}/smaps_rollup`, 'utf8'))[1]) / 1024);
-  emit('W9.idle_worker_rss', rss.reduce((a, b) => a + b) / rss.length, 'MiB', rss.length);
-  emit('W9.idle_worker_pss', pss.reduce((a, b) => a + b) / pss.length, 'MiB', pss.length);
+  const children = memoryOf(ps.map((p) => p.pid));
+  emit('W9.idle_child_rss', children.rss, 'MiB', 2);
   ps.forEach((p) => p.kill());
   await Promise.all(ps.map((p) => p.join()));
 }
 
-const WORKLOADS = { W1: w1, W5: w5, W6: w6, W7: w7, W9: w9 };
+const trivial = (x) => x;
+const square = (x) => x * x;
+
+// W2: a pool of 2 from construction to its first result (median of 5), fresh and with warm spares.
+async function w2() {
+  const round = async () => {
+    const t0 = now();
+    const pool = new mp.Pool({ processes: 2 });
+    const r = await pool.apply(trivial, [1]);
+    const t = now() - t0;
+    if (r !== 1) throw new Error('W2: wrong result');
+    pool.terminate();
+    await pool.join();
+    return t;
+  };
+  const ts = [];
+  for (let i = 0; i < N.W2; i++) ts.push(await round());
+  emit('W2.pool_startup.first', ts[0], 'ms', 1);
+  emit('W2.pool_startup', median(ts), 'ms', N.W2);
+  mp.setStartMethod('warm', { spares: 2 });
+  const warm = [];
+  for (let i = 0; i < N.W2; i++) {
+    await mp.sparesReady();
+    await new Promise((r) => setTimeout(r, 50));
+    warm.push(await round());
+  }
+  mp.setStartMethod('spawn');
+  emit('W2.pool_startup_warm', median(warm), 'ms', N.W2);
+}
+
+// W3: map x*x over 100k items on a warm pool of 2: default chunking, chunksize 1, chunksize 12500.
+async function w3(pool) {
+  const data = Array.from({ length: N.W3 }, (_, i) => i);
+  for (const [name, chunksize] of [['default', undefined], ['chunk1', 1], ['chunk12500', 12500]]) {
+    const t0 = now();
+    const res = await pool.map(square, data, { chunksize });
+    const t = now() - t0;
+    if (res.length !== N.W3 || res[N.W3 - 1] !== (N.W3 - 1) ** 2) throw new Error(`W3 ${name}: wrong result`);
+    emit(`W3.map.${name}.total`, t, 'ms', N.W3);
+    emit(`W3.map.${name}.per_item`, (t * 1e3) / N.W3, 'us', N.W3);
+  }
+}
+
+// W4: sequential apply round trips on a warm pool (200 warm-up calls, 5000 timed).
+async function w4(pool) {
+  for (let i = 0; i < 200; i++) await pool.apply(trivial, [i]);
+  const ts = [];
+  for (let i = 0; i < N.W4; i++) {
+    const t0 = now();
+    const r = await pool.apply(trivial, [i]);
+    ts.push((now() - t0) * 1e3);
+    if (r !== i) throw new Error('W4: wrong result');
+  }
+  emit('W4.apply_roundtrip.median', median(ts), 'us', N.W4);
+  emit('W4.apply_roundtrip.mean', ts.reduce((a, b) => a + b) / ts.length, 'us', N.W4);
+  emit('W4.apply_roundtrip.p95', pct(ts, 0.95), 'us', N.W4);
+}
+
+// W8: the tutorial's CPU job, 8 tasks of ~0.5 s: sequential in this process vs a pool of 2.
+function cpuJob(n) {
+  let res = 0;
+  for (let i = 0; i < n; i++) res += i + i ** 2 + i ** 3;
+  return res;
+}
+async function w8(pool) {
+  let n = 20_000;
+  let t;
+  for (;;) {
+    const t0 = now();
+    cpuJob(n);
+    t = now() - t0;
+    if (t > 100) break;
+    n *= 2;
+  }
+  const N8 = Math.floor((n * 500) / t);
+  const t0 = now();
+  const seq = [];
+  for (let i = 0; i < N.W8_TASKS; i++) seq.push(cpuJob(N8));
+  const tSeq = now() - t0;
+  const t1 = now();
+  const par = await pool.map(cpuJob, Array(N.W8_TASKS).fill(N8), { chunksize: 1 });
+  const tPar = now() - t1;
+  if (JSON.stringify(seq) !== JSON.stringify(par)) throw new Error('W8: results differ');
+  emit('W8.cpu.N', N8, 'iterations', N.W8_TASKS);
+  emit('W8.cpu.task', tSeq / N.W8_TASKS, 'ms', N.W8_TASKS);
+  emit('W8.cpu.seq_total', tSeq, 'ms', N.W8_TASKS);
+  emit('W8.cpu.pool_total', tPar, 'ms', N.W8_TASKS);
+  emit('W8.cpu.speedup', tSeq / tPar, 'x', N.W8_TASKS);
+}
+
+/** W3, W4 and W8 share one warm pool of 2, as py_runner's do. */
+function withPool(run) {
+  return async () => {
+    const pool = new mp.Pool({ processes: 2 });
+    try {
+      await pool.map(trivial, [0, 1], { chunksize: 1 });
+      await run(pool);
+    } finally {
+      pool.terminate();
+      await pool.join();
+    }
+  };
+}
+
+const WORKLOADS = { W1: w1, W2: w2, W3: withPool(w3), W4: withPool(w4), W5: w5, W6: w6, W7: w7, W8: withPool(w8), W9: w9 };
 
 async function main() {
   const t0 = now();

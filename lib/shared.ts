@@ -24,6 +24,24 @@ type Reviver = (segments: Segment[], state: any) => unknown;
 const MARK = '__nodeMultiprocessingShared__';
 const revivers = new Map<string, Reviver>();
 
+/** The module that registers each kind. */
+const KIND_MODULES: Record<string, string> = {
+  SharedMemory: './shared-memory',
+  Value: './value',
+  Array: './value',
+  Lock: './synchronize',
+  RLock: './synchronize',
+  Semaphore: './synchronize',
+  BoundedSemaphore: './synchronize',
+  Event: './synchronize',
+  Condition: './synchronize',
+  Barrier: './synchronize',
+  Queue: './queues',
+  SimpleQueue: './queues',
+  JoinableQueue: './queues',
+  Connection: './queues',
+};
+
 export function registerKind(kind: string, revive: Reviver): void {
   revivers.set(kind, revive);
 }
@@ -89,8 +107,9 @@ export function decode(value: unknown): unknown {
     if (!isPlain(v)) return v;
     const rec = v as Record<string, unknown>;
     if (typeof rec[MARK] === 'string') {
-      // A child loads the shared kinds (and the addon) only when an argument needs them.
-      if (!revivers.has(rec[MARK] as string)) require('./index');
+      // A child loads a shared kind's module (and the addon) only when an argument needs it:
+      // each module loaded is start-up time and memory of every child.
+      if (!revivers.has(rec[MARK] as string)) require(KIND_MODULES[rec[MARK] as string] ?? './index');
       const revive = revivers.get(rec[MARK] as string);
       if (revive === undefined) throw new TypeError(`cannot revive a shared ${rec[MARK]}: unknown kind`);
       const { Segment } = require('./segment') as typeof import('./segment');
