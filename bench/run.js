@@ -3,7 +3,7 @@
 // machine, interleaved round by round as the anchors' run-all.sh does. Writes the anchors' table
 // (RESULTS.md, with our column) and prints our figures as ratios to the anchors of the same run.
 //
-//   npm run bench                          # 3 rounds; anchors: py-mp-fork node-fork-json node-fork-advanced node-threads-sab
+//   npm run bench                          # 3 rounds; anchors: py-mp-fork node-fork-json node-fork-advanced node-threads-sab piscina workerpool-thread
 //   RUNS=1 npm run bench                   # a quick look
 //   ANCHORS="py-mp-fork" npm run bench     # fewer anchors
 'use strict';
@@ -16,7 +16,7 @@ const root = path.resolve(__dirname, '..');
 const source = process.env.ANCHORS_DIR || path.resolve(root, '..', 'shared', 'anchors');
 const work = path.join(os.tmpdir(), 'nmp-bench-anchors');
 const RUNS = Number(process.env.RUNS || 3);
-const ANCHORS = (process.env.ANCHORS || 'py-mp-fork node-fork-json node-fork-advanced node-threads-sab').split(/\s+/).filter(Boolean);
+const ANCHORS = (process.env.ANCHORS || 'py-mp-fork node-fork-json node-fork-advanced node-threads-sab piscina workerpool-thread').split(/\s+/).filter(Boolean);
 const OURS = 'node-multiprocessing';
 
 // The anchors' own commands (run-all.sh), for the systems we run beside ours.
@@ -29,6 +29,9 @@ const COMMANDS = {
   'node-threads-sab': ['node', '--expose-gc', 'node_threads.js'],
   piscina: ['node', '--expose-gc', 'node_pools.mjs', 'piscina'],
   'workerpool-process': ['node', '--expose-gc', 'node_pools.mjs', 'workerpool-process'],
+  'workerpool-thread': ['node', '--expose-gc', 'node_pools.mjs', 'workerpool-thread'],
+  'tinypool-process': ['node', '--expose-gc', 'node_pools.mjs', 'tinypool-process'],
+  'tinypool-thread': ['node', '--expose-gc', 'node_pools.mjs', 'tinypool-thread'],
   [OURS]: ['node', path.join(root, 'bench', 'nmp_runner.js')],
 };
 
@@ -109,8 +112,18 @@ function summary(get) {
       `${ratio(o('W1.start_join.median'), get('node-fork-json', 'W1.start_join.median'))} of child_process.fork; py-mp-fork ${fmt(get('py-mp-fork', 'W1.start_join.median'))} ms`, 'goal ≤ 1.0'],
     ['Start+join with a warm spare up, median (ms)', fmt(o('W1.start_join_warm.median')),
       `p95 ${fmt(o('W1.start_join_warm.p95'))} ms; py-mp-forkserver in RESULTS.md: 30.7 ms`, 'goal ≤ 10 ms'],
-    ['Idle child RSS (MiB)', fmt(o('W9.idle_worker_rss')),
-      `${ratio(o('W9.idle_worker_rss'), get('node-fork-json', 'W9.idle_worker_rss'))} of a child_process.fork worker`, 'goal ≤ 1.0'],
+    ['Pool of 2: create → first result (ms)', fmt(o('W2.pool_startup')),
+      `${ratio(o('W2.pool_startup'), get('node-fork-json', 'W2.pool_startup'))} of child_process.fork ×2; with warm spares ${fmt(o('W2.pool_startup_warm'))} ms; py-mp-fork ${fmt(get('py-mp-fork', 'W2.pool_startup'))} ms`, 'goal ≤ 1.0; warm ≤ 10 ms'],
+    ['map x*x over 100k, default chunks (ms)', fmt(o('W3.map.default.total')),
+      `${ratio(o('W3.map.default.total'), get('py-mp-fork', 'W3.map.default.total'))} of py-mp-fork's time; the same map again ${fmt(o('W3.map.default_again.total'))} ms (${ratio(o('W3.map.default_again.total'), get('py-mp-fork', 'W3.map.default.total'))})`, 'goal ≤ 1.0'],
+    ['map x*x over 100k, chunksize 1 (ms)', fmt(o('W3.map.chunk1.total')),
+      `${ratio(o('W3.map.chunk1.total'), get('py-mp-fork', 'W3.map.chunk1.total'))} of py-mp-fork's time; piscina ${fmt(get('piscina', 'W3.map.chunk1.total'))} ms`, 'goal ≤ 0.5'],
+    ['apply round trip on a warm pool, median (µs)', fmt(o('W4.apply_roundtrip.median')),
+      `piscina ${fmt(get('piscina', 'W4.apply_roundtrip.median'))}, workerpool-thread ${fmt(get('workerpool-thread', 'W4.apply_roundtrip.median'))}, child_process ${fmt(get('node-fork-json', 'W4.apply_roundtrip.median'))}, py-mp-fork ${fmt(get('py-mp-fork', 'W4.apply_roundtrip.median'))} µs`, 'goal ≤ 40 µs and below every Node pool'],
+    ["Tutorial's CPU job, pool of 2 vs serial (speed-up)", fmt(o('W8.cpu.speedup')),
+      `py-mp-fork ${fmt(get('py-mp-fork', 'W8.cpu.speedup'))}×; child_process ${fmt(get('node-fork-json', 'W8.cpu.speedup'))}×`, 'goal ≥ 1.9×'],
+    ['Idle pool worker RSS (MiB)', fmt(o('W9.idle_worker_rss')),
+      `${ratio(o('W9.idle_worker_rss'), get('node-fork-json', 'W9.idle_worker_rss'))} of a child_process.fork worker; an idle Process child ${fmt(o('W9.idle_child_rss'))} MiB`, 'goal ≤ 1.0'],
   ];
   console.log(`\nnode-multiprocessing beside the anchors, medians of ${RUNS} round(s):\n`);
   for (const [what, value, vs, goal] of lines) console.log(`  ${what.padEnd(46)} ${String(value).padStart(12)}   ${vs}   (${goal})`);

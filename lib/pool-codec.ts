@@ -23,18 +23,21 @@ const enum Format {
   Fast = 1,
 }
 
-/** Past this the scratch buffer is not grown: a large payload goes to v8.serialize. */
-const SCRATCH = 64 * 1024;
+/** The scratch buffer starts small and doubles up to this; a larger payload goes to v8.serialize. */
+const MAX_SCRATCH = 16 * 1024 * 1024;
 const MAX_DEPTH = 8;
-const scratch = Buffer.allocUnsafe(SCRATCH);
-const view = new DataView(scratch.buffer, scratch.byteOffset, scratch.length);
+/** write() results other than an end offset. */
+const NOT_SIMPLE = -1;
+const TOO_BIG = -2;
+let scratch = Buffer.allocUnsafe(64 * 1024);
+let view = new DataView(scratch.buffer, scratch.byteOffset, scratch.length);
 
-/** Writes `value` at `at`; returns the new end, or -1 if it is not simple or does not fit. */
+/** Writes `value` at `at`; returns the new end, NOT_SIMPLE, or TOO_BIG for the scratch buffer. */
 function write(value: unknown, at: number, depth: number): number {
-  if (at + 9 > SCRATCH) return -1;
+  if (at + 9 > scratch.length) return TOO_BIG;
   switch (typeof value) {
     case 'number':
-      if ((value | 0) === value && !Object.is(value, -0)) {
+      if ((value | 0) === value && (value !== 0 || 1 / value > 0)) {
         scratch[at] = Tag.Int;
         view.setInt32(at + 1, value, true);
         return at + 5;
@@ -43,7 +46,7 @@ function write(value: unknown, at: number, depth: number): number {
       view.setFloat64(at + 1, value, true);
       return at + 9;
     case 'string': {
-      if (at + 5 + value.length * 3 > SCRATCH) return -1;
+      if (at + 5 + value.length * 3 > scratch.length) return TOO_BIG;
       scratch[at] = Tag.String;
       const n = scratch.write(value, at + 5, 'utf8');
       view.setUint32(at + 1, n, true);
@@ -60,47 +63,84 @@ function write(value: unknown, at: number, depth: number): number {
         scratch[at] = Tag.Null;
         return at + 1;
       }
-      if (!Array.isArray(value) || depth >= MAX_DEPTH || Object.getPrototypeOf(value) !== Array.prototype) return -1;
+      if (!Array.isArray(value) || depth >= MAX_DEPTH || Object.getPrototypeOf(value) !== Array.prototype) return NOT_SIMPLE;
       scratch[at] = Tag.Array;
       view.setUint32(at + 1, value.length, true);
       let end = at + 5;
       for (let i = 0; i < value.length; i++) {
+        const item: unknown = value[i];
+        if (typeof item === 'number' && end + 9 <= scratch.length) {
+          // Numbers inline: the bulk of a map's chunk.
+          if ((item | 0) === item && (item !== 0 || 1 / item > 0)) {
+            scratch[end] = Tag.Int;
+            view.setInt32(end + 1, item, true);
+            end += 5;
+          } else {
+            scratch[end] = Tag.Float;
+            view.setFloat64(end + 1, item, true);
+            end += 9;
+          }
+          continue;
+        }
         // A hole would come back as undefined: let v8 keep it a hole.
-        if (!(i in value)) return -1;
-        end = write(value[i], end, depth + 1);
-        if (end < 0) return -1;
+        if (item === undefined && !(i in value)) return NOT_SIMPLE;
+        end = write(item, end, depth + 1);
+        if (end < 0) return end;
       }
       return end;
     }
     default:
-      return -1;
+      return NOT_SIMPLE;
   }
 }
 
-function read(buf: Buffer, dv: DataView, at: number): [unknown, number] {
+/** Where read() is: one cursor instead of a [value, end] pair allocated per value. */
+let cursor = 0;
+
+function read(buf: Buffer, dv: DataView): unknown {
+  const at = cursor;
   switch (buf[at] as Tag) {
     case Tag.Int:
-      return [dv.getInt32(at + 1, true), at + 5];
+      cursor = at + 5;
+      return dv.getInt32(at + 1, true);
     case Tag.Float:
-      return [dv.getFloat64(at + 1, true), at + 9];
+      cursor = at + 9;
+      return dv.getFloat64(at + 1, true);
     case Tag.String: {
       const n = dv.getUint32(at + 1, true);
-      return [buf.toString('utf8', at + 5, at + 5 + n), at + 5 + n];
+      cursor = at + 5 + n;
+      return buf.toString('utf8', at + 5, at + 5 + n);
     }
     case Tag.True:
-      return [true, at + 1];
+      cursor = at + 1;
+      return true;
     case Tag.False:
-      return [false, at + 1];
+      cursor = at + 1;
+      return false;
     case Tag.Null:
-      return [null, at + 1];
+      cursor = at + 1;
+      return null;
     case Tag.Undefined:
-      return [undefined, at + 1];
+      cursor = at + 1;
+      return undefined;
     case Tag.Array: {
       const n = dv.getUint32(at + 1, true);
       const out = new Array<unknown>(n);
-      let pos = at + 5;
-      for (let i = 0; i < n; i++) [out[i], pos] = read(buf, dv, pos);
-      return [out, pos];
+      cursor = at + 5;
+      for (let i = 0; i < n; i++) {
+        // Numbers inline: the bulk of a map's chunk.
+        const tag = buf[cursor];
+        if (tag === Tag.Int) {
+          out[i] = dv.getInt32(cursor + 1, true);
+          cursor += 5;
+        } else if (tag === Tag.Float) {
+          out[i] = dv.getFloat64(cursor + 1, true);
+          cursor += 9;
+        } else {
+          out[i] = read(buf, dv);
+        }
+      }
+      return out;
     }
     default:
       throw new Error(`node-multiprocessing: corrupt pool message (tag ${buf[at]} at ${at})`);
@@ -113,7 +153,12 @@ function read(buf: Buffer, dv: DataView, at: number): [unknown, number] {
  */
 export function encodeMessage(header: readonly number[], value: unknown, what: string): Buffer {
   const start = 1 + 8 * header.length;
-  const end = write(value, start, 0);
+  let end = write(value, start, 0);
+  while (end === TOO_BIG && scratch.length < MAX_SCRATCH) {
+    scratch = Buffer.allocUnsafe(scratch.length * 2);
+    view = new DataView(scratch.buffer, scratch.byteOffset, scratch.length);
+    end = write(value, start, 0);
+  }
   if (end >= 0) {
     scratch[0] = Format.Fast;
     for (let i = 0; i < header.length; i++) view.setFloat64(1 + 8 * i, header[i], true);
@@ -136,10 +181,21 @@ export function headerField(message: Buffer, i: number): number {
 export function decodeValue(message: Buffer, fields: number): unknown {
   const start = 1 + 8 * fields;
   if (message[0] === Format.V8) return decode(v8.deserialize(message.subarray(start)));
-  return read(message, new DataView(message.buffer, message.byteOffset, message.length), start)[0];
+  cursor = start;
+  return read(message, new DataView(message.buffer, message.byteOffset, message.length));
 }
 
 /** Encodes and decodes: what a value becomes on the other side (for tests). */
 export function roundTrip(value: unknown): unknown {
   return decodeValue(encodeMessage([], value, 'value'), 0);
+}
+
+/**
+ * Runs the codec over a mixed array until V8 has optimized it (a few ms): a worker does this the
+ * first time it goes idle, so that the first large map pays less for the JIT (a first 100k-item
+ * map took 70-80 ms without it, 45-55 ms with it, against 10-15 ms once everything is warm).
+ */
+export function warmUp(): void {
+  const sample = Array.from({ length: 4096 }, (_, i) => (i % 3 === 0 ? i * 1.5 : i));
+  for (let round = 0; round < 24; round++) decodeValue(encodeMessage([round], sample, 'warm-up'), 1);
 }

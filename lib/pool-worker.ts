@@ -7,7 +7,7 @@
 // result is either wholly in the result queue or not there at all.
 import { performance } from 'perf_hooks';
 
-import { decodeValue, encodeMessage, headerField } from './pool-codec';
+import { decodeValue, encodeMessage, headerField, warmUp } from './pool-codec';
 import { NOTHING, Queue } from './queues';
 import { errorInfo } from './remote-error';
 import { resolveTask, TaskSpec, withClosureHint } from './task';
@@ -46,6 +46,7 @@ export type TaskMessage = Buffer | null;
 /** A definition message: [fnId, spec], sent before the first task that uses the function. */
 export type Definition = [number, TaskSpec];
 
+const WARM_UP_AFTER_MS = 20;
 /** Yield to the event loop at least this often while tasks keep coming (timers, I/O of tasks). */
 const YIELD_MS = 10;
 
@@ -86,6 +87,7 @@ export async function serve(
   };
 
   let done = 0;
+  let warm = config.maxTasks === 1;
   let lastYield = performance.now();
   for (;;) {
     let message = tasks.takeNow();
@@ -96,7 +98,14 @@ export async function serve(
       while (message === NOTHING && performance.now() < until) message = tasks.takeNow();
     }
     if (message === NOTHING) {
+      // The first idle moment after a first task warms the codec up (pool-codec's warmUp), unless
+      // a task comes within WARM_UP_AFTER_MS: a pool that is busy from the start never pays for it.
+      const timer = warm ? undefined : setTimeout(() => {
+        warm = true;
+        warmUp();
+      }, WARM_UP_AFTER_MS);
       message = await tasks.get();
+      clearTimeout(timer);
       lastYield = performance.now();
     } else if (performance.now() - lastYield > YIELD_MS) {
       await new Promise(setImmediate);

@@ -213,8 +213,11 @@ class Batch implements Job {
     this.parts[unit.index] = value;
     if (--this.left > 0) return;
     if (!this.flatten) return this.finish(true, this.parts[0]);
-    const all: unknown[] = [];
-    for (const part of this.parts) for (const x of part as unknown[]) all.push(x);
+    let total = 0;
+    for (const part of this.parts) total += (part as unknown[]).length;
+    const all = new Array<unknown>(total);
+    let k = 0;
+    for (const part of this.parts) for (const x of part as unknown[]) all[k++] = x;
     this.finish(true, all);
   }
 

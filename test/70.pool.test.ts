@@ -334,7 +334,7 @@ describe('Pool: crashes and time', () => {
       processes: 2,
       initargs: [starts],
       initializer: (s: any) => {
-        s.value += 1;
+        s.getLock().withLockSync(() => { s.value += 1; });
         throw new SyntaxError('bad config');
       },
     });
@@ -377,7 +377,7 @@ describe('Pool: crashes and time', () => {
 describe('Pool: lifecycle', () => {
   test('maxTasksPerChild rotates workers; the initializer runs once per worker', async () => {
     const inits = new mp.Value('i', 0);
-    const p = pool({ processes: 2, maxTasksPerChild: 2, initargs: [inits], initializer: (v: any) => { v.value += 1; } });
+    const p = pool({ processes: 2, maxTasksPerChild: 2, initargs: [inits], initializer: (v: any) => v.getLock().withLockSync(() => { v.value += 1; }) });
     const pids = await p.map(() => process.pid, Array.from({ length: 10 }, (_, i) => i), { chunksize: 1 });
     const distinct = new Set(pids);
     expect(distinct.size).toBeGreaterThanOrEqual(5);
