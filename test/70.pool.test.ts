@@ -171,6 +171,15 @@ describe('Pool: shared objects', () => {
     shm.unlink();
   });
 
+  test('a Pipe end crosses into a task: the task sends, the parent receives', async () => {
+    const [reader, writer] = mp.Pipe({ duplex: false });
+    const p = pool({ processes: 1 });
+    await p.apply(async (w: any, n: number) => {
+      for (let i = 0; i < n; i++) await w.send({ i });
+    }, [writer, 3]);
+    expect([await reader.recv(), await reader.recv(), await reader.recv()]).toEqual([{ i: 0 }, { i: 1 }, { i: 2 }]);
+  });
+
   test('a task puts into a Queue that the parent reads', async () => {
     const q = new mp.Queue<string>();
     const p = pool({ processes: 2 });
