@@ -342,6 +342,24 @@ async function w4(pool) {
   emit('W4.apply_roundtrip.p95', pct(ts, 0.95), 'us', N.W4);
 }
 
+const CLK_TCK = 100;
+function busyTicks() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return f.reduce((a, b) => a + b) - f[3] - f[4];   // all but idle and iowait
+}
+function ticksOf(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return 0;
+  }
+}
+const probe = (pids) => ({ busy: busyTicks(), ours: pids.reduce((a, p) => a + ticksOf(p), 0), t: now() });
+/** Mean cores used by processes other than ours between two probes. */
+const foreignLoad = (a, b) => Math.max(0, ((b.busy - a.busy) - (b.ours - a.ours)) / CLK_TCK / ((b.t - a.t) / 1e3));
+
 // W8: the tutorial's CPU job, 8 tasks of ~0.5 s: sequential in this process vs a pool of 2.
 function cpuJob(n) {
   let res = 0;
@@ -359,14 +377,25 @@ async function w8(pool) {
     n *= 2;
   }
   const N8 = Math.floor((n * 500) / t);
-  const t0 = now();
-  const seq = [];
-  for (let i = 0; i < N.W8_TASKS; i++) seq.push(cpuJob(N8));
-  const tSeq = now() - t0;
-  const t1 = now();
-  const par = await pool.map(cpuJob, Array(N.W8_TASKS).fill(N8), { chunksize: 1 });
-  const tPar = now() - t1;
-  if (JSON.stringify(seq) !== JSON.stringify(par)) throw new Error('W8: results differ');
+  // As py_runner: the machine is shared, so each phase also measures the CPU that other processes
+  // took (/proc/stat minus our pids); an attempt they disturbed (≥ 0.25 core) is redone, up to 3.
+  const pids = [process.pid, ...pool.pids];
+  const attempts = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const p0 = probe(pids);
+    const seq = [];
+    for (let i = 0; i < N.W8_TASKS; i++) seq.push(cpuJob(N8));
+    const p1 = probe(pids);
+    const par = await pool.map(cpuJob, Array(N.W8_TASKS).fill(N8), { chunksize: 1 });
+    const p2 = probe(pids);
+    if (JSON.stringify(seq) !== JSON.stringify(par)) throw new Error('W8: results differ');
+    const foreign = Math.max(foreignLoad(p0, p1), foreignLoad(p1, p2));
+    attempts.push({ foreign, tSeq: p1.t - p0.t, tPar: p2.t - p1.t });
+    if (foreign < 0.25) break;
+  }
+  const { foreign, tSeq, tPar } = attempts.find((a) => a.foreign < 0.25) ?? attempts.reduce((a, b) => (b.foreign < a.foreign ? b : a));
+  emit('W8.cpu.attempts', attempts.length, 'count', N.W8_TASKS);
+  emit('W8.cpu.foreign_load', foreign, 'cores', N.W8_TASKS);
   emit('W8.cpu.N', N8, 'iterations', N.W8_TASKS);
   emit('W8.cpu.task', tSeq / N.W8_TASKS, 'ms', N.W8_TASKS);
   emit('W8.cpu.seq_total', tSeq, 'ms', N.W8_TASKS);

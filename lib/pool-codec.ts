@@ -46,6 +46,8 @@ function write(value: unknown, at: number, depth: number): number {
       view.setFloat64(at + 1, value, true);
       return at + 9;
     case 'string': {
+      // UTF-8 cannot hold a lone surrogate: v8.serialize keeps it.
+      if (!(value as unknown as { isWellFormed(): boolean }).isWellFormed()) return NOT_SIMPLE;
       if (at + 5 + value.length * 3 > scratch.length) return TOO_BIG;
       scratch[at] = Tag.String;
       const n = scratch.write(value, at + 5, 'utf8');

@@ -280,6 +280,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   readonly #specs: TaskSpec[] = [];
   #startFailures = 0;
   #gaveUp = false;
+  #startError: Error | undefined;
   #looping = false;
   #loopAbort: AbortController | undefined;
   #lastActivity = 0;
@@ -449,9 +450,14 @@ export class Pool<I extends AnyFunction = AnyFunction> {
       // gets a fresh try.
       this.#gaveUp = false;
       this.#startFailures = 0;
-      this.#fill();
     }
     for (const u of units) this.#pending.push(u);
+    // Work accepted before close() may come after the workers stopped (an imap read late).
+    try {
+      this.#fill();
+    } catch (err) {
+      return this.#giveUp(err as Error);
+    }
     this.#dispatch();
   }
 
@@ -553,7 +559,12 @@ export class Pool<I extends AnyFunction = AnyFunction> {
       submit(items);
       return;
     }
-    collect(items as Items<unknown>).then(submit).catch((err) => settle(false, err));
+    // Reading the input is work accepted now: close() waits for it as for an imap.
+    this.#activeStreams++;
+    collect(items as Items<unknown>).then(submit).catch((err) => settle(false, err)).finally(() => {
+      this.#activeStreams--;
+      this.#dispatch();
+    });
   }
 
   #stream(fn: unknown, items: unknown, options: MapOptions | undefined, ordered: boolean, caller: string, callSite: { stack?: string }): AsyncGenerator<unknown> {
@@ -571,10 +582,10 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     caller: string, callSite: { stack?: string },
   ): AsyncGenerator<unknown> {
     const job = new Stream(callSite);
-    const unwatch = this.#watchSignal(signal, job);
-    this.#activeStreams++;
     const asyncInput = !isIterable(items);
     const it = asyncInput ? (items as AsyncIterable<unknown>)[Symbol.asyncIterator]() : (items as Iterable<unknown>)[Symbol.iterator]();
+    const unwatch = this.#watchSignal(signal, job);
+    this.#activeStreams++;
     // How many chunks may be submitted and not yet handed to the consumer.
     const window = Math.max(4, this.#processes * (QUEUED_AHEAD + 1));
     let submitted = 0;
@@ -715,7 +726,17 @@ export class Pool<I extends AnyFunction = AnyFunction> {
         continue;
       }
       const slot = this.#pickSlot();
-      if (slot === undefined || !this.#send(slot, unit)) break;
+      if (slot === undefined) break;
+      let sent: boolean;
+      try {
+        sent = this.#send(slot, unit);
+      } catch (err) {
+        // Not a full queue (ENOSPC writing a large message out of line, say): that task fails.
+        this.#pending.shift();
+        unit.job.unitDone(unit, false, err);
+        continue;
+      }
+      if (!sent) break;
       this.#pending.shift();
     }
     if (this.#pending.length === 0) this.#steal();
@@ -732,7 +753,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
         }
       }
     }
-    if (this.#bySeq.size === 0) this.#loopAbort?.abort();
+    if (!this.#hasWork()) this.#loopAbort?.abort();
     else this.#ensureLoop();
   }
 
@@ -769,9 +790,12 @@ export class Pool<I extends AnyFunction = AnyFunction> {
       clearTimeout(slot.timer);
       slot.timer = undefined;
     }
-    const timeout = this.#taskTimeout;
     const unit = slot.inFlight[0];
-    if (timeout === undefined || unit === undefined || !slot.ready) return;
+    if (slot.exited || unit === undefined || !slot.ready) return;
+    // Its call was aborted while it waited in this worker's queue: the worker is taking it now.
+    if (unit.endedBy !== undefined && unit.job.done) return this.#endWorker(slot, unit, unit.endedBy);
+    const timeout = this.#taskTimeout;
+    if (timeout === undefined) return;
     // The worker runs its tasks in order: the first it has not answered is the one running now.
     slot.timer = setTimeout(() => {
       if (slot.inFlight[0] === unit) this.#endWorker(slot, unit, new TimeoutError(`the task ran longer than taskTimeout (${timeout} ms); its worker (pid ${slot.process.pid}) was ended`));
@@ -781,22 +805,34 @@ export class Pool<I extends AnyFunction = AnyFunction> {
 
   #endWorker(slot: Slot, unit: Unit, err: Error): void {
     unit.endedBy = err;
+    slot.stopping = true;
     slot.process.kill();
   }
 
-  /** Ends the workers running units of a job that was aborted. */
+  /**
+   * An aborted job: a worker running one of its units is ended now; a unit queued in a worker is
+   * marked, and its worker is ended if it comes to run it (#startTimer).
+   */
   #endUnitsOf(job: Job, err: Error): void {
     for (const s of this.#slots) {
-      const head = s.inFlight[0];
-      if (head !== undefined && head.job === job && s.ready) this.#endWorker(s, head, err);
+      for (const unit of s.inFlight) {
+        if (unit.job !== job) continue;
+        unit.endedBy = err;
+        if (unit === s.inFlight[0] && s.ready) this.#endWorker(s, unit, err);
+      }
     }
   }
 
   // ---------------------------------------------------------------------------------------------
   // Results
 
+  /** Units sent and unanswered, or waiting to be sent: while there are any, the process stays alive. */
+  #hasWork(): boolean {
+    return this.#bySeq.size > 0 || this.#pending.length > 0;
+  }
+
   #ensureLoop(): void {
-    if (this.#looping || this.#bySeq.size === 0) return;
+    if (this.#looping || !this.#hasWork()) return;
     this.#looping = true;
     this.#lastActivity = performance.now();
     void this.#loop();
@@ -806,7 +842,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     try {
       for (;;) {
         this.#drainResults();
-        if (this.#bySeq.size === 0 || this.#state === 'terminated') break;
+        if (!this.#hasWork() || this.#state === 'terminated') break;
         if (performance.now() - this.#lastActivity < PARENT_SPIN_MS) {
           // Poll between event-loop turns (I/O and timers still run): a short task's result
           // is usually here within microseconds, sooner than a wake-up from sleep.
@@ -847,7 +883,16 @@ export class Pool<I extends AnyFunction = AnyFunction> {
       const unit = this.#bySeq.get(headerField(message, 0));
       if (unit !== undefined) {
         this.#forget(unit);
-        if (!unit.job.done) unit.job.unitDone(unit, true, decodeValue(message, 1));
+        let ok = true;
+        let value: unknown;
+        try {
+          value = decodeValue(message, 1);
+        } catch (err) {
+          // A shared object in the result that cannot be reached any more, say.
+          ok = false;
+          value = err;
+        }
+        if (!unit.job.done) unit.job.unitDone(unit, ok, value);
       }
       if (dispatch) this.#dispatch();
       return;
@@ -877,8 +922,18 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     if (slot.exited) return;
     slot.exited = true;
     clearTimeout(slot.timer);
-    // Everything it answered is in the result queue by now.
-    this.#drainResults();
+    // Everything it answered is in the result queue by now: take it all, waiting for the queue's
+    // lock if another worker holds it (takeNow would stop there).
+    for (;;) {
+      let message: Buffer | unknown[];
+      try {
+        message = this.#results.getNowait();
+      } catch (err) {
+        if (err instanceof Empty) break;
+        throw err;
+      }
+      this.#handle(message, false);
+    }
     this.#slots.splice(this.#slots.indexOf(slot), 1);
     // What is still in its queue was never started: it goes back to the head of the line.
     const unstarted: Unit[] = [];
@@ -907,10 +962,19 @@ export class Pool<I extends AnyFunction = AnyFunction> {
       );
       if (!unit.job.done) unit.job.unitDone(unit, false, err);
     }
+    // A definition spilled out of line has a name: take them all, so none is left behind.
+    for (;;) {
+      try {
+        slot.definitions.getNowait();
+      } catch {
+        break;
+      }
+    }
     slot.tasks.release();
     slot.definitions.release();
     const live = unstarted.filter((u) => !u.job.done);
     if (live.length > 0) this.#pending.unshiftAll(live);
+    this.#rejectIfNoWorker();
 
     if (this.#state === 'terminated') {
       if (this.#bySeq.size === 0) this.#loopAbort?.abort();
@@ -938,17 +1002,22 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   /** Workers keep dying at start-up: the pending work rejects with why, and no worker is respawned until new work comes. */
   #giveUp(cause: Error): void {
     this.#gaveUp = true;
-    // Workers still starting would fail the same way: end them now.
+    this.#startError = cause;
+    // Workers still starting would fail the same way: end them now. Their queued tasks come back
+    // to the line when they exit.
     for (const s of this.#slots) {
       if (!s.ready) {
         s.stopping = true;
         s.process.kill();
       }
     }
-    for (const unit of this.#pending.drain()) if (!unit.job.done) unit.job.unitDone(unit, false, cause);
-    for (const s of this.#slots) {
-      for (const unit of s.inFlight) if (!unit.job.done) unit.job.unitDone(unit, false, cause);
-    }
+    this.#rejectIfNoWorker();
     this.#dispatch();
+  }
+
+  /** Given up on starting workers, and none is up: what waits for one rejects with why. */
+  #rejectIfNoWorker(): void {
+    if (!this.#gaveUp || this.#slots.some((s) => s.ready && !s.stopping)) return;
+    for (const unit of this.#pending.drain()) if (!unit.job.done) unit.job.unitDone(unit, false, this.#startError);
   }
 }

@@ -376,6 +376,21 @@ describe('Pool: crashes and time', () => {
     setTimeout(() => ac.abort(), 200);
     const err = await running.catch((e) => e);
     expect(err.name).toBe('AbortError');
+    // Aborted while it waits behind another task in the worker's queue: it never runs to the end.
+    const flag = new mp.Value('i', 0);
+    const first = p.apply(sleep, [300]);
+    const ac3 = new AbortController();
+    const queued = p.apply((f: any) => {
+      f.value = 1;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20000);
+      f.value = 2;
+    }, [flag], { signal: ac3.signal });
+    ac3.abort();
+    expect((await queued.catch((e) => e)).name).toBe('AbortError');
+    expect(await first).toBe(300);
+    expect(await p.apply((x: number) => x, [3])).toBe(3);
+    expect(flag.value).not.toBe(2);
+    flag.close();
     const ac2 = new AbortController();
     ac2.abort();
     await expect(p.map(sleep, [1], { signal: ac2.signal })).rejects.toHaveProperty('name', 'AbortError');
@@ -446,6 +461,28 @@ describe('Pool: lifecycle', () => {
     const pending = await runFixture('pool-pending.js');
     expect(pending.stdout).toBe('late 300\n');
     expect(pending.code).toBe(0);
+    const rotating = await runFixture('pool-rotate.js');
+    expect(rotating.stdout).toBe('[10,20,30]\n');
+    expect(rotating.code).toBe(0);
+  });
+
+  test('work accepted before close() finishes: an async input still being read, an imap read later', async () => {
+    const p = pool({ processes: 2 });
+    async function* slowly() {
+      for (let i = 0; i < 4; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        yield i;
+      }
+    }
+    const all = p.mapAsync((x: number) => x + 1, slowly());
+    const later = p.imap((x: number) => x * 2, [1, 2, 3]);
+    p.close();
+    expect(await all.get(10000)).toEqual([1, 2, 3, 4]);
+    const got: number[] = [];
+    for await (const v of later) got.push(v);
+    expect(got).toEqual([2, 4, 6]);
+    await p.join();
+    expect(p.pids).toEqual([]);
   });
 });
 
