@@ -6,7 +6,7 @@ import { Channel } from './channel';
 import { CHANNEL_FD, StartMessage } from './context';
 import { native, packageRoot } from './native';
 import { Segment } from './segment';
-import { trackerFdForChildren } from './tracker';
+import { trackerForChildren } from './tracker';
 
 export const BOOTSTRAP = path.join(packageRoot, 'dist', 'bootstrap.js');
 
@@ -87,11 +87,11 @@ export function launch(o: LaunchOptions, onMessage: (message: any) => void = () 
   const passFds = [childEnd];
   const env: NodeJS.ProcessEnv = { ...o.env, NMP_CHANNEL_FD: String(CHANNEL_FD) };
   if (o.spare) env.NMP_SPARE = '1';
-  const trackerFd = trackerFdForChildren();
-  if (trackerFd !== undefined) {
-    env.NMP_TRACKER_FD = String(CHANNEL_FD + passFds.length);
-    passFds.push(trackerFd);
-  }
+  // The child reports to this tree's tracker: a name it makes outlives it, until the tree ends.
+  const tracker = trackerForChildren();
+  env.NMP_TRACKER_FD = String(CHANNEL_FD + passFds.length);
+  env.NMP_TREE_ROOT = String(tracker.root);
+  passFds.push(tracker.fd);
   const inherited: StartMessage['inherited'] = [];
   for (const s of o.segments) {
     inherited.push({ fd: CHANNEL_FD + passFds.length, dev: s.dev, ino: s.ino });

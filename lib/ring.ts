@@ -9,13 +9,13 @@
 // recounts the messages (the one figure a death between two stores can leave wrong).
 //
 // Messages larger than a quarter of the ring go out of line: the producer writes them to a named
-// segment registered to the queue's creator (so the producer may die before anyone reads it) and
+// segment registered with the tree's tracker (so the producer may die before anyone reads it) and
 // puts its name in the ring; the consumer copies it out and unlinks it.
 import { OwnerDiedError } from './errors';
 import { native } from './native';
 import { Segment } from './segment';
 import { Lock } from './synchronize';
-import { forget, nameFor, trackFor } from './tracker';
+import { forget, trackInTree, treeName } from './tracker';
 import { deadlineAfter, remaining, wake, WaitPlan, WaitResult } from './wait';
 
 // Int32 words of the header.
@@ -26,7 +26,6 @@ const SLEEP_GET = 5;   // consumers asleep (so producers know whether to wake an
 const SLEEP_PUT = 6;
 const UNFINISHED = 7;  // JoinableQueue: puts not yet matched by taskDone()
 const MAXSIZE = 8;
-const CREATOR = 9;     // pid whose exit ends out-of-line messages' names
 const WRITER = 10;     // Pipe: the process holding the sending end
 const TAIL = 16;       // bytes written, mod 2**32: the publication word of put
 const HEAD = 17;       // bytes read, mod 2**32: the publication word of get
@@ -94,7 +93,6 @@ export class Ring {
   static create(capacity: number, maxsize: number): Ring {
     const ring = new Ring(Segment.create(DATA + 2 ** Math.ceil(Math.log2(capacity)), true));
     ring.w[MAXSIZE] = maxsize;
-    ring.w[CREATOR] = process.pid;
     ring.w[WRITER] = process.pid;
     return ring;
   }
@@ -250,11 +248,11 @@ export class Ring {
 
   /** Writes a message too large for the ring to a named segment and returns the frame to put. */
   spill(frame: Frame): Frame {
-    const name = nameFor(this.w[CREATOR]);
+    const name = treeName();
     const size = 1 + frame.bytes.length;
     const fd = native.createNamed(name, size);
     try {
-      trackFor(this.w[CREATOR], name);
+      trackInTree(name);
       const seg = Segment.fromFd(fd, size);
       const out = new Uint8Array(seg.buffer);
       out[0] = frame.kind;

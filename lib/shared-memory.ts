@@ -1,12 +1,12 @@
 // Python's multiprocessing.shared_memory.SharedMemory: a named POSIX segment any process of the
 // same user can attach to by name.
 //
-// The creator's names are unlinked when it exits, however it exits (the tracker watches it), unless
-// it was created with track: false. An attacher never unlinks: only unlink() does.
+// A tracked name lives as long as the process tree it was made in (lib/tracker.ts), or until
+// unlink(); `track: false` makes it outlive the tree. An attacher never unlinks: only unlink() does.
 import { native } from './native';
 import { Segment } from './segment';
 import { kShare, registerKind, ShareDescription } from './shared';
-import { nameFor, track, untrack, untrackedName } from './tracker';
+import { forget, track, treeName, untrackedName } from './tracker';
 import { describe } from './describe';
 
 export interface SharedMemoryOptions {
@@ -34,7 +34,6 @@ export class SharedMemory {
   readonly name!: string;
   readonly size!: number;
   private seg!: Segment;
-  private tracked = false;
   private view: Uint8Array | undefined;
 
   constructor(options: SharedMemoryOptions) {
@@ -57,14 +56,11 @@ export class SharedMemory {
       return;
     }
     if (size === 0) throw new RangeError("SharedMemory(): size must be a positive number of bytes when creating");
-    const name = options.name === undefined ? (trackIt ? nameFor(process.pid) : untrackedName()) : checkName(options.name);
+    const name = options.name === undefined ? (trackIt ? treeName() : untrackedName()) : checkName(options.name);
     const fd = native.createNamed(name, size);
     try {
       Object.assign(this, { name, size, seg: Segment.fromFd(fd, size) });
-      if (trackIt) {
-        track(name);
-        this.tracked = true;
-      }
+      if (trackIt) track(name);
     } catch (err) {
       native.unlink(name);
       throw err;
@@ -74,7 +70,7 @@ export class SharedMemory {
   /** @internal */
   static over(seg: Segment, name: string): SharedMemory {
     const shm = Object.create(SharedMemory.prototype) as SharedMemory;
-    Object.assign(shm, { name, size: seg.size, seg, tracked: false });
+    Object.assign(shm, { name, size: seg.size, seg });
     return shm;
   }
 
@@ -91,10 +87,8 @@ export class SharedMemory {
   /** Removes the name for everyone; mappings stay valid until they are closed. */
   unlink(): void {
     native.unlink(this.name);
-    if (this.tracked) {
-      this.tracked = false;
-      untrack(this.name);
-    }
+    // Whoever unlinks tells the tracker, creator or not: the name may be made again later.
+    forget(this.name);
   }
 
   [Symbol.dispose](): void {

@@ -1,32 +1,56 @@
-// Client of the name tracker (native/tracker.h): registers the named segments this process
-// creates, so they are unlinked when it exits, whatever kills it.
+// Client of the name tracker (native/tracker.h): registers the named segments made in this
+// process tree, so they are unlinked once the whole tree has exited, whatever ended it.
+//
+// The root of a tree (the first process of ours that needs a tracker: it creates a named segment
+// or starts a child) starts the tracker; every child inherits its pipe, so one tracker serves the
+// whole tree and a name outlives the child that made it. Generated names carry the root's pid:
+// if the tracker itself is killed, the next tracker started anywhere sweeps the names of dead roots.
 import * as fs from 'fs';
 
 import { native } from './native';
 
 const SHM_DIR = '/dev/shm';
-/** Names we generate: nmp_<creator pid in base 36>_<64 random bits>. */
+/** Names we generate: nmp_<tree root pid in base 36>_<64 random bits>. */
 export const TRACKED_NAME = /^nmp_([0-9a-z]+)_[0-9a-f]{16}$/;
 
-let trackerFd: number | undefined = adoptInherited();
+const inherited = adoptInherited();
+let trackerFd: number | undefined = inherited?.fd;
+/** The pid of the process that started our tracker: the tree's root. */
+let treeRoot: number | undefined = inherited?.root;
 const registered = new Set<string>();
 
-function adoptInherited(): number | undefined {
+function adoptInherited(): { fd: number; root: number } | undefined {
   const fd = Number(process.env.NMP_TRACKER_FD);
+  const root = Number(process.env.NMP_TREE_ROOT);
   delete process.env.NMP_TRACKER_FD;
-  return Number.isInteger(fd) && fd > 2 ? fd : undefined;
+  delete process.env.NMP_TREE_ROOT;
+  return Number.isInteger(fd) && fd > 2 && Number.isInteger(root) && root > 0 ? { fd, root } : undefined;
 }
 
-/** The tracker's fd, for the spawner to hand on (undefined if none was started yet). */
-export function trackerFdForChildren(): number | undefined {
+/** Starts this tree's tracker if none serves this process yet. */
+function ensureTracker(): number {
+  if (trackerFd === undefined) {
+    sweepDeadRoots();
+    trackerFd = native.startTracker().fd;
+    treeRoot = process.pid;
+  }
   return trackerFd;
 }
 
 /**
- * Unlinks names of ours whose creator died while no tracker watched it (the tracker itself was
- * killed with SIGKILL). Runs once, before this process starts its own tracker.
+ * The tracker's fd and the tree's root, for the spawner to hand on to a child. Starts the tracker
+ * first: a child must report to its tree's tracker, not start one that dies with it.
  */
-function sweepDeadCreators(): void {
+export function trackerForChildren(): { fd: number; root: number } {
+  const fd = ensureTracker();
+  return { fd, root: treeRoot! };
+}
+
+/**
+ * Unlinks names of ours whose tree's root is gone: their tracker was killed with SIGKILL, so
+ * nobody was left to unlink them. Runs before this process starts its own tracker.
+ */
+function sweepDeadRoots(): void {
   let names: string[];
   try {
     names = fs.readdirSync(SHM_DIR);
@@ -47,42 +71,35 @@ function sweepDeadCreators(): void {
 }
 
 function send(line: string): void {
-  if (trackerFd === undefined) {
-    sweepDeadCreators();
-    trackerFd = native.startTracker().fd;
-  }
+  const fd = ensureTracker();
   try {
-    fs.writeSync(trackerFd, line);
+    fs.writeSync(fd, line);
   } catch {
     // The tracker is gone (killed by hand): start a new one and tell it everything again.
-    trackerFd = native.startTracker().fd;
+    trackerFd = undefined;
     const again = [...registered].map((n) => `R ${process.pid} ${n}\n`).join('') + (line.startsWith('U') ? line : '');
-    if (again.length > 0) fs.writeSync(trackerFd, again);
+    fs.writeSync(ensureTracker(), again.length > 0 ? again : line);
   }
 }
 
+/** Registers a name this process made: it lives until unlink() or until the tree has exited. */
 export function track(name: string): void {
   registered.add(name);
   send(`R ${process.pid} ${name}\n`);
 }
 
-export function untrack(name: string): void {
-  if (!registered.delete(name)) return;
-  send(`U ${process.pid} ${name}\n`);
-}
-
 /**
- * Registers a name on behalf of another process (a queue's creator): it is unlinked when that
- * process exits, unless someone unlinks it first and calls forget().
+ * Registers a name whose segment another process will consume and unlink (a queue's item too
+ * large for its ring): not kept for re-registration here, since it is not ours to remember.
  */
-export function trackFor(pid: number, name: string): void {
-  send(`R ${pid} ${name}\n`);
+export function trackInTree(name: string): void {
+  send(`R ${process.pid} ${name}\n`);
 }
 
-/** Tells the tracker a name is gone (unlinked by whoever consumed it). */
+/** Tells the tracker a name is gone (unlinked by whoever consumed it, in any process of the tree). */
 export function forget(name: string): void {
   registered.delete(name);
-  send(`U ${process.pid} ${name}\n`);
+  if (trackerFd !== undefined) send(`U ${process.pid} ${name}\n`);
 }
 
 // crypto costs a child ~2 ms to load: only when a name is made.
@@ -90,9 +107,10 @@ function randomHex(): string {
   return (require('crypto') as typeof import('crypto')).randomBytes(8).toString('hex');
 }
 
-/** A name for a segment that lives on behalf of `pid` (TRACKED_NAME): swept if that pid is dead. */
-export function nameFor(pid: number): string {
-  return `nmp_${pid.toString(36)}_${randomHex()}`;
+/** A name for a segment of this tree (TRACKED_NAME): swept once the tree's root is dead. */
+export function treeName(): string {
+  ensureTracker();
+  return `nmp_${treeRoot!.toString(36)}_${randomHex()}`;
 }
 
 /** A name no tracker or sweep ever removes (`track: false`). */

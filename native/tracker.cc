@@ -1,7 +1,6 @@
 #include "tracker.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -19,17 +18,12 @@ namespace {
 constexpr int kPipeFd = 3;
 constexpr size_t kMaxName = 255;
 constexpr size_t kMaxNames = 1 << 16;
-constexpr size_t kMaxCreators = 1024;
 
 struct Entry {
   pid_t pid;  // 0: free slot
   char name[kMaxName + 1];
 };
 
-struct Creator {
-  pid_t pid;
-  int pidfd;
-};
 
 // Everything below runs in the tracker child only.
 
@@ -43,33 +37,20 @@ void UnlinkName(const char* name) {
   unlink(path);
 }
 
+// The names registered by the processes of one tree. A name lives until someone unlinks it (and
+// says so) or until the whole tree is gone: the tracker reads EOF on its pipe once every process
+// that held the write end has exited, however it exited.
 struct State {
   Entry* entries;
   size_t n_entries;
-  Creator* creators;
-  size_t n_creators;
 
-  void UnlinkAllOf(pid_t pid) {
+  void UnlinkAll() {
     for (size_t i = 0; i < n_entries; ++i) {
-      if (entries[i].pid != 0 && (pid == 0 || entries[i].pid == pid)) {
+      if (entries[i].pid != 0) {
         UnlinkName(entries[i].name);
         entries[i].pid = 0;
       }
     }
-  }
-
-  void Watch(pid_t pid) {
-    for (size_t i = 0; i < n_creators; ++i) {
-      if (creators[i].pid == pid) return;
-    }
-    if (n_creators == kMaxCreators) return;
-    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-    if (pidfd < 0) {
-      // Already gone: its names go at once.
-      UnlinkAllOf(pid);
-      return;
-    }
-    creators[n_creators++] = Creator{pid, pidfd};
   }
 
   void Register(pid_t pid, const char* name, size_t len) {
@@ -85,7 +66,6 @@ struct State {
     entries[slot].pid = pid;
     memcpy(entries[slot].name, name, len);
     entries[slot].name[len] = '\0';
-    Watch(pid);
   }
 
   void Unregister(const char* name, size_t len) {
@@ -95,9 +75,10 @@ struct State {
         entries[i].pid = 0;
       }
     }
+    while (n_entries > 0 && entries[n_entries - 1].pid == 0) --n_entries;
   }
 
-  // One line: "R <pid> <name>" or "U <pid> <name>".
+  // One line: "R <pid> <name>" (registered by pid) or "U <pid> <name>" (unlinked by pid).
   void Handle(const char* line, size_t len) {
     if (len < 5 || line[1] != ' ') return;
     pid_t pid = 0;
@@ -130,54 +111,30 @@ struct State {
     for (int fd = kPipeFd + 1; fd < 65536; ++fd) close(fd);
   }
 
-  size_t bytes = kMaxNames * sizeof(Entry) + kMaxCreators * sizeof(Creator);
+  size_t bytes = kMaxNames * sizeof(Entry);
   void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
   if (mem == MAP_FAILED) _exit(1);
-  State state{static_cast<Entry*>(mem), 0,
-              reinterpret_cast<Creator*>(static_cast<char*>(mem) + kMaxNames * sizeof(Entry)), 0};
-
+  State state{static_cast<Entry*>(mem), 0};
   static char buf[8192];
   size_t used = 0;
-  static struct pollfd fds[kMaxCreators + 1];
   for (;;) {
-    fds[0] = {kPipeFd, POLLIN, 0};
-    for (size_t i = 0; i < state.n_creators; ++i) fds[i + 1] = {state.creators[i].pidfd, POLLIN, 0};
-    int n = poll(fds, state.n_creators + 1, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    // The pipe first: a creator's last registrations are in it before its pidfd fires.
-    if (fds[0].revents != 0) {
-      ssize_t got = read(kPipeFd, buf + used, sizeof buf - used);
-      if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN)) break;  // every holder is gone
-      if (got > 0) {
-        used += static_cast<size_t>(got);
-        size_t start = 0;
-        for (size_t i = 0; i < used; ++i) {
-          if (buf[i] == '\n') {
-            state.Handle(buf + start, i - start);
-            start = i + 1;
-          }
-        }
-        if (start == 0 && used == sizeof buf) used = 0;  // a line too long to be ours
-        memmove(buf, buf + start, used - start);
-        used -= start;
+    ssize_t got = read(kPipeFd, buf + used, sizeof buf - used);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;  // EOF: every process of the tree is gone
+    used += static_cast<size_t>(got);
+    size_t start = 0;
+    for (size_t i = 0; i < used; ++i) {
+      if (buf[i] == '\n') {
+        state.Handle(buf + start, i - start);
+        start = i + 1;
       }
     }
-    for (size_t i = 0; i < state.n_creators;) {
-      if (fds[i + 1].revents != 0 && fds[i + 1].fd == state.creators[i].pidfd) {
-        state.UnlinkAllOf(state.creators[i].pid);
-        close(state.creators[i].pidfd);
-        state.creators[i] = state.creators[--state.n_creators];
-        fds[i + 1] = fds[state.n_creators + 1];
-      } else {
-        ++i;
-      }
-    }
+    if (start == 0 && used == sizeof buf) used = 0;  // a line too long to be ours
+    memmove(buf, buf + start, used - start);
+    used -= start;
   }
-  state.UnlinkAllOf(0);
+  state.UnlinkAll();
   _exit(0);
 }
 

@@ -1,10 +1,11 @@
-// The name tracker: a tiny process that unlinks named shared-memory segments once their creator
-// has exited, however it exited (kill -9 included).
+// The name tracker: a tiny process that unlinks the named shared-memory segments of a process
+// tree once the whole tree has exited, however it exited (kill -9 included), as Python's
+// resource_tracker keeps a name for the life of the program.
 //
 // Every process of a tree holds the write end of one pipe and registers each name it creates
-// ("R <pid> <name>\n") or unlinks ("U <pid> <name>\n"). The tracker watches each registering pid
-// through a pidfd and unlinks that pid's names when it exits; at EOF (every holder of the write end
-// has exited) it unlinks whatever is left and exits. Attachers never register, so they never unlink.
+// ("R <pid> <name>\n") or unlinks ("U <pid> <name>\n"). At EOF (every holder of the write end has
+// exited) the tracker unlinks whatever is still registered and exits. Attachers never register,
+// so they never unlink; a name a child made stays attachable after that child exits.
 #pragma once
 #include <sys/types.h>
 

@@ -103,7 +103,7 @@ describe('SharedMemory', () => {
     expect(ourShmNames()).toEqual(before);
   });
 
-  test('an attacher that exits never unlinks; the creator exiting does', async () => {
+  test('an attacher that exits never unlinks', async () => {
     const shm = new mp.SharedMemory({ create: true, size: 128 });
     try {
       shm.buf[5] = 77;

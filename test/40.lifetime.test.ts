@@ -2,7 +2,8 @@
 // /dev/shm and its children die with it.
 import * as fs from 'fs';
 
-import { childrenOf, eventually, isAlive, runFixture } from './helpers';
+import * as mp from '../dist';
+import { childrenOf, eventually, isAlive, ROOT, runFixture } from './helpers';
 
 interface Seen {
   name: string;
@@ -55,4 +56,38 @@ test('names left by a creator whose tracker was killed too are swept by the next
   expect(next.code).toBe(0);
   expect(fs.existsSync(`/dev/shm/${seen!.name}`)).toBe(false);
   expect(fs.existsSync(`/dev/shm/${seen!.childName}`)).toBe(false);
+});
+
+describe('a name made by a child lives as long as its tree', () => {
+  test.each(['exit', 'kill'])('it is attachable after the child exits, and gone once the root ends (%s)', async (mode) => {
+    const run = await runFixture('tree-names.js', [mode]);
+    const m = /^(nmp_\S+) 42 0$/.exec(run.stdout.trim());
+    expect(m).not.toBeNull();
+    if (mode === 'kill') expect(run.signal).toBe('SIGKILL');
+    else expect(run.code).toBe(0);
+    expect(await eventually(() => !fs.existsSync(`/dev/shm/${m![1]}`), 2000)).toBe(true);
+  });
+
+  test("within the test process: a child's SharedMemory outlives the child, even a SIGKILLed one, until unlink()", async () => {
+    const q = new mp.Queue<string>();
+    const child = new mp.Process({
+      target: (q: any, root: string) => {
+        const m = require(root);
+        const shm = new m.SharedMemory({ create: true, size: 64 });
+        shm.buf[3] = 7;
+        q.putSync(shm.name);
+        process.kill(process.pid, 'SIGKILL');
+      },
+      args: [q, ROOT],
+    });
+    child.start();
+    await child.join(10000);
+    expect(child.exitCode).toBe(-9);
+    const name = await q.get({ timeout: 5000 });
+    const shm = new mp.SharedMemory({ name });
+    expect(shm.buf[3]).toBe(7);
+    shm.close();
+    shm.unlink();
+    expect(fs.existsSync(`/dev/shm/${name}`)).toBe(false);
+  });
 });

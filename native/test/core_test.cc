@@ -169,28 +169,36 @@ void TestTracker() {
   mp::tracker::Started t = mp::tracker::Start();
   std::string a = UniqueName("tracked_a");
   std::string b = UniqueName("tracked_b");
-  // A creator that waits to be killed.
+  std::string c = UniqueName("tracked_c");
+  // A creator in the tree that is killed: its name outlives it, as long as the tree lives.
   pid_t creator = fork();
   if (creator == 0) {
     pause();
     _exit(0);
   }
-  mp::shm::Close(mp::shm::CreateNamed(a, 10));
-  mp::shm::Close(mp::shm::CreateNamed(b, 10));
-  std::string lines = "R " + std::to_string(creator) + " " + a + "\nR " + std::to_string(getpid()) + " " + b + "\n";
+  for (const std::string& name : {a, b, c}) mp::shm::Close(mp::shm::CreateNamed(name, 10));
+  std::string lines = "R " + std::to_string(creator) + " " + a + "\nR " + std::to_string(getpid()) + " " + b +
+                      "\nR " + std::to_string(getpid()) + " " + c + "\n";
   ssize_t n = write(t.write_fd, lines.data(), lines.size());
   Check(n == static_cast<ssize_t>(lines.size()), "tracker: takes registrations");
-  usleep(50000);
-  Check(ShmExists(a), "tracker: a live creator's name stays");
   kill(creator, SIGKILL);
   int status;
   waitpid(creator, &status, 0);
-  Check(Eventually([&] { return !ShmExists(a); }), "tracker: a SIGKILLed creator's name is unlinked");
-  Check(ShmExists(b), "tracker: other creators' names stay");
+  usleep(50000);
+  Check(ShmExists(a), "tracker: a SIGKILLed creator's name stays while the tree lives");
+  // A name unlinked by its user is forgotten: another segment may take the name later.
+  mp::shm::Unlink(c);
+  std::string forget = "U " + std::to_string(getpid()) + " " + c + "\n";
+  n = write(t.write_fd, forget.data(), forget.size());
+  Check(n == static_cast<ssize_t>(forget.size()), "tracker: takes an unlink");
+  usleep(50000);
+  mp::shm::Close(mp::shm::CreateNamed(c, 10));
   close(t.write_fd);
-  Check(Eventually([&] { return !ShmExists(b); }), "tracker: at EOF every name left is unlinked");
+  Check(Eventually([&] { return !ShmExists(a) && !ShmExists(b); }), "tracker: at EOF every name left is unlinked");
   waitpid(t.pid, &status, 0);
   Check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "tracker: exits at EOF");
+  Check(ShmExists(c), "tracker: a name it was told is unlinked is not unlinked again");
+  mp::shm::Unlink(c);
 }
 
 std::string ReadAll(int fd) {
