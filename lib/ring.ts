@@ -27,6 +27,7 @@ const SLEEP_PUT = 6;
 const UNFINISHED = 7;  // JoinableQueue: puts not yet matched by taskDone()
 const MAXSIZE = 8;
 const WRITER = 10;     // Pipe: the process holding the sending end
+const LOCK = 12;       // the ring's mutex: a Lock's three words, 12-14
 const TAIL = 16;       // bytes written, mod 2**32: the publication word of put
 const HEAD = 17;       // bytes read, mod 2**32: the publication word of get
 const COUNT = 18;      // messages in the ring
@@ -86,7 +87,7 @@ export class Ring {
     this.mask = this.capacity - 1;
     this.bytes = new Uint8Array(seg.buffer, DATA, this.capacity);
     this.view = new DataView(seg.buffer, DATA, this.capacity);
-    this.lock = Lock.over(seg, 0);
+    this.lock = Lock.over(seg, 4 * LOCK);
   }
 
   /** `capacity` is rounded up to a power of two. */

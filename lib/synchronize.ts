@@ -8,6 +8,8 @@
 // Lock word: 0 when free, else the owner's id (pid in bits 0-21, worker thread id in 22-29) with
 // bit 30 set when somebody may be sleeping on it. A waiter that finds the owner's pid gone frees
 // the lock and throws OwnerDiedError: the next acquirer sees the death, and the lock is usable.
+// The owner also stores its process's start time (in the word after the RLock count), so that a
+// pid reused by a new process does not pass for the dead owner.
 import { threadId } from 'worker_threads';
 
 import { BrokenBarrierError, OwnerDiedError, releasedTooManyTimes } from './errors';
@@ -29,6 +31,22 @@ const SPINS = 200;
 /** How often a sleeping waiter looks at whether the owner is still alive. */
 const OWNER_CHECK_MS = 100;
 const ALL = 0x7fffffff;
+/** Words of a lock: the owner word, an RLock's depth, the owner's start time. */
+const LOCK_WORDS = 3;
+const START = 2;
+
+/** A process's start time in clock ticks since boot (low 32 bits), or 0 if /proc cannot say. */
+function startTimeOf(pid: number): number {
+  try {
+    const stat = (require('fs') as typeof import('fs')).readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) % 2 ** 32 | 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** This process's start time, as the owner of a lock records it. */
+const SELF_START = startTimeOf(process.pid);
 /** Every primitive gets its own small segment (a page is mapped either way). */
 const PRIMITIVE_BYTES = 64;
 
@@ -119,26 +137,32 @@ abstract class Acquirable extends Primitive {
 export class Lock extends Acquirable {
   constructor() {
     super();
-    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 2);
+    this.bind(Segment.create(PRIMITIVE_BYTES), 0, LOCK_WORDS);
   }
 
-  /** @internal Revives a lock of another process over the same memory. */
+  /** @internal Revives a lock of another process over the same memory (LOCK_WORDS words at byteOffset). */
   static over<T extends Lock>(this: new () => T, seg: Segment, byteOffset: number): T {
     const lock = Object.create(this.prototype) as T;
-    lock.bind(seg, byteOffset, 2);
+    lock.bind(seg, byteOffset, LOCK_WORDS);
     return lock;
   }
 
   /** Blocks this thread; returns false if the timeout passed (or, non-blocking, if it is held). */
   acquireSync(options?: AcquireSyncOptions): boolean {
-    if (options === undefined && Atomics.compareExchange(this.w, 0, 0, SELF) === 0) return true;
+    if (options === undefined && Atomics.compareExchange(this.w, 0, 0, SELF) === 0) {
+      this.w[START] = SELF_START;
+      return true;
+    }
     const o = checkOptions(options, 'acquireSync');
     return runSync(this.acquirePlan(checkBlocking(o.blocking), checkTimeout(o.timeout)));
   }
 
   /** Resolves true once held, false on timeout; never blocks the event loop. */
   acquire(options?: AcquireOptions): Promise<boolean> {
-    if (options === undefined && Atomics.compareExchange(this.w, 0, 0, SELF) === 0) return Promise.resolve(true);
+    if (options === undefined && Atomics.compareExchange(this.w, 0, 0, SELF) === 0) {
+      this.w[START] = SELF_START;
+      return Promise.resolve(true);
+    }
     try {
       const o = checkOptions(options, 'acquire');
       const signal = checkSignal(o.signal);
@@ -149,6 +173,7 @@ export class Lock extends Acquirable {
   }
 
   release(): void {
+    this.w[START] = 0;
     const old = Atomics.exchange(this.w, 0, 0);
     if (old === 0) throw releasedTooManyTimes('semaphore or lock');
     if ((old & WAITERS) !== 0) this.wake(0, 1);
@@ -156,7 +181,9 @@ export class Lock extends Acquirable {
 
   /** @internal One CAS, no waiting: the uncontended path for code that drives its own waits. */
   tryAcquire(): boolean {
-    return Atomics.compareExchange(this.w, 0, 0, SELF) === 0;
+    if (Atomics.compareExchange(this.w, 0, 0, SELF) !== 0) return false;
+    this.w[START] = SELF_START;
+    return true;
   }
 
   /** Held by anyone. */
@@ -173,7 +200,10 @@ export class Lock extends Acquirable {
   *acquirePlan(blocking: boolean, timeout: number | undefined, spins = SPINS): WaitPlan<boolean> {
     const w = this.w;
     for (let n = 0; n < spins; n++) {
-      if (Atomics.load(w, 0) === 0 && Atomics.compareExchange(w, 0, 0, SELF) === 0) return true;
+      if (Atomics.load(w, 0) === 0 && Atomics.compareExchange(w, 0, 0, SELF) === 0) {
+        w[START] = SELF_START;
+        return true;
+      }
     }
     const deadline = deadlineAfter(blocking ? timeout : 0);
     let checkOwner = true;
@@ -181,7 +211,10 @@ export class Lock extends Acquirable {
       let c = Atomics.load(w, 0);
       if (c === 0) {
         // We may have slept: others may still be sleeping, so take it with the waiters bit.
-        if (Atomics.compareExchange(w, 0, 0, SELF | WAITERS) === 0) return true;
+        if (Atomics.compareExchange(w, 0, 0, SELF | WAITERS) === 0) {
+          w[START] = SELF_START;
+          return true;
+        }
         continue;
       }
       if (checkOwner) {
@@ -199,12 +232,24 @@ export class Lock extends Acquirable {
     }
   }
 
-  /** Frees the lock if its owner process is gone, and throws OwnerDiedError to this acquirer. */
+  /**
+   * Frees the lock if its owner process is gone, and throws OwnerDiedError to this acquirer. A
+   * live process under the owner's pid that started at another time than the owner recorded is
+   * a new process that reused the pid: the owner is gone too.
+   */
   private reclaimFromDeadOwner(c: number): boolean {
     const pid = c & PID_MASK;
-    if (pid === (process.pid & PID_MASK) || !native.processGone(pid)) return false;
+    if (pid === (process.pid & PID_MASK)) return false;
+    if (!native.processGone(pid)) {
+      const recorded = Atomics.load(this.w, START);
+      // 0: the owner died (or is) between its CAS and its store: the pid alone decides.
+      if (recorded === 0 || Atomics.load(this.w, 0) !== c) return false;
+      const now = startTimeOf(pid);
+      if (now === 0 || now === recorded) return false;
+    }
     if (Atomics.compareExchange(this.w, 0, c, 0) !== c) return true;  // changed meanwhile: look again
     this.w[1] = 0;
+    this.w[START] = 0;
     this.wake(0, ALL);
     throw new OwnerDiedError(
       `the process that held this lock (pid ${pid}) died; the lock is free again but not held by this caller`,
@@ -242,6 +287,7 @@ export class RLock extends Lock {
       return true;
     }
     if (options === undefined && Atomics.compareExchange(w, 0, 0, SELF) === 0) {
+      w[START] = SELF_START;
       w[1] = 1;
       return true;
     }
@@ -265,6 +311,7 @@ export class RLock extends Lock {
     const w = this.w;
     if ((Atomics.load(w, 0) & ~WAITERS) !== SELF) throw new Error('cannot release un-acquired lock');
     if (--w[1] > 0) return;
+    w[START] = 0;
     const old = Atomics.exchange(w, 0, 0);
     if ((old & WAITERS) !== 0) this.wake(0, 1);
   }

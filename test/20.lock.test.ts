@@ -1,3 +1,4 @@
+import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 
 import * as mp from '../dist';
@@ -159,6 +160,46 @@ describe('Lock across processes', () => {
     expect(lock.acquireSync({ timeout: 1000 })).toBe(true);
     lock.release();
     lock.close();
+  });
+
+  test('a dead holder is noticed even when a new process has taken its pid before anyone looked', async () => {
+    const lock = new mp.Lock();
+    const holder = new mp.Process({ target: (lock: any) => { lock.acquireSync(); process.kill(process.pid, 'SIGKILL'); }, args: [lock] });
+    holder.start();
+    await holder.join(10000);
+    expect(holder.exitCode).toBe(-9);
+    const dead = holder.pid!;
+    // Make the kernel hand the dead holder's pid to a new process: the next pid it gives is
+    // ns_last_pid + 1. Other processes may take it first, so try a few times.
+    let reuser: ChildProcess | undefined;
+    for (let attempt = 0; attempt < 20 && reuser === undefined; attempt++) {
+      try {
+        fs.writeFileSync('/proc/sys/kernel/ns_last_pid', String(dead - 1));
+      } catch (err) {
+        console.log(`skipped: /proc/sys/kernel/ns_last_pid cannot be written here (${(err as Error).message})`);
+        lock.close();
+        return;
+      }
+      const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+      if (child.pid === dead) reuser = child;
+      else child.kill('SIGKILL');
+    }
+    if (reuser === undefined) {
+      console.log(`skipped: pid ${dead} could not be reused in 20 tries`);
+      lock.close();
+      return;
+    }
+    try {
+      const err = await lock.acquire({ timeout: 5000 }).catch((e) => e);
+      expect(err).toBeInstanceOf(mp.OwnerDiedError);
+      expect(err.ownerPid).toBe(dead);
+      expect(await lock.acquire({ timeout: 1000 })).toBe(true);
+      lock.release();
+    } finally {
+      reuser.kill('SIGKILL');
+      await new Promise((r) => reuser!.once('exit', r));
+      lock.close();
+    }
   });
 
   test('eight pending async waits do not park on the libuv threadpool: fs still works', async () => {
