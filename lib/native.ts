@@ -55,6 +55,9 @@ export interface Binding {
   watchExit(pidfd: number, keepAlive: boolean): void;
   unwatchExit(pidfd: number): void;
   startTracker(): { fd: number; pid: number };
+  trackerDeposit(sock: number, dev: number, ino: number, fd: number): void;
+  /** A new fd for (dev, ino) if wantFd and the tracker holds one, else -1. */
+  trackerWithdraw(sock: number, dev: number, ino: number, wantFd: boolean): number;
   socketPair(): [number, number];
 }
 

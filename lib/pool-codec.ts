@@ -5,7 +5,7 @@
 // objects) goes through v8.serialize after shared objects are described (lib/shared.ts).
 import * as v8 from 'v8';
 
-import { decode, encode, serialize } from './shared';
+import { decode, serializeMessage } from './shared';
 
 const enum Tag {
   Float = 0,
@@ -166,7 +166,7 @@ export function encodeMessage(header: readonly number[], value: unknown, what: s
     for (let i = 0; i < header.length; i++) view.setFloat64(1 + 8 * i, header[i], true);
     return Buffer.from(scratch.subarray(0, end));
   }
-  const body = serialize(encode(value), what);
+  const body = serializeMessage(value, what);
   const out = Buffer.allocUnsafe(start + body.length);
   out[0] = Format.V8;
   for (let i = 0; i < header.length; i++) out.writeDoubleLE(header[i], 1 + 8 * i);

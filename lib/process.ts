@@ -11,7 +11,7 @@ import { describe } from './describe';
 import { inheritableExecArgv, launch, Launched, offExit, onExit } from './launch';
 import { native } from './native';
 import { Segment } from './segment';
-import { encode, serialize } from './shared';
+import { encode, serialize, serializeMessage } from './shared';
 import { getStartMethod, spareChildExited, StartMethod, takeSpare } from './start-method';
 import { Task, toTaskSpec } from './task';
 import { checkSignal, checkTimeout } from './wait';
@@ -172,6 +172,9 @@ export class Process<F extends AnyFunction = AnyFunction> {
     this.#channel = child.channel;
     running.add(this);
     onExit(this.#pidfd, () => this.reapNow(), !this.#daemon);
+    // A warm child was started before these arguments existed: their descriptors reach it through
+    // the tracker, as a queue item's do, instead of being inherited.
+    const payload = fromSpare && segments.size > 0 ? serializeMessage(this.#args, 'Process args') : args;
     const start: StartMessage = {
       type: 'start',
       name: this.name,
@@ -180,7 +183,7 @@ export class Process<F extends AnyFunction = AnyFunction> {
       parent: { pid: process.pid, name: self.name },
       inherited: child.inherited,
       target,
-      args,
+      args: payload,
       ...(fromSpare ? { env: { ...(o.env ?? process.env) }, cwd: o.cwd ?? process.cwd() } : {}),
     };
     this.#channel.send(start);

@@ -7,7 +7,7 @@ import { describe } from './describe';
 import { abortError, EOFError, Empty, Full } from './errors';
 import { Frame, Kind, NUMBER_BYTES, Ring, RingClosed } from './ring';
 import { Segment } from './segment';
-import { decode, encode, kShare, registerKind, serialize, ShareDescription } from './shared';
+import { decode, kShare, registerKind, serializeMessage, ShareDescription } from './shared';
 import { checkSignal, checkTimeout, runAsync, runSync } from './wait';
 import * as v8 from 'v8';
 
@@ -30,7 +30,7 @@ function encodeItem(item: unknown, what: string): Frame {
     default:
       if (item === null) return { kind: Kind.Null, bytes: EMPTY_BYTES };
       if (Buffer.isBuffer(item)) return { kind: Kind.Bytes, bytes: item };
-      return { kind: Kind.Serialized, bytes: serialize(encode(item), what) };
+      return { kind: Kind.Serialized, bytes: serializeMessage(item, what) };
   }
 }
 

@@ -1,10 +1,14 @@
 // A mapped shared-memory file: the memory under every Value, Array and lock.
 //
 // Segments are anonymous (memfd): no name exists, so none can leak when a process dies. Another
-// process reaches one by its handle: it may have inherited the fd at spawn, or it re-opens the
-// creator's fd through /proc/<pid>/fd (checked by device and inode, never trusted by number).
+// process reaches one by its handle: it inherited the fd at spawn (a Process's arguments), or it
+// withdraws the descriptor that the sender deposited with the tree's tracker before the message
+// left (a queue item, a pool task, a warm child's arguments), through SCM_RIGHTS: the sender may
+// be gone by then. Only when neither works does it re-open the sender's fd through
+// /proc/<pid>/fd (checked by device and inode, never trusted by number).
 // Each process maps a given segment once, however many messages or objects refer to it.
 import { native } from './native';
+import { withdraw } from './tracker';
 
 export interface SegmentHandle {
   /** A process that holds the fd (the creator, or whoever passed it on). */
@@ -15,6 +19,8 @@ export interface SegmentHandle {
   size: number;
   /** Map every page at attach too (a queue's ring). */
   populate?: boolean;
+  /** Deposited with the tree's tracker for this message: the receiver withdraws it. */
+  kept?: boolean;
 }
 
 const byIdentity = new Map<string, WeakRef<Segment>>();
@@ -69,12 +75,20 @@ export class Segment {
   static attach(handle: SegmentHandle): Segment {
     const key = identity(handle.dev, handle.ino);
     const known = byIdentity.get(key)?.deref();
-    if (known !== undefined && !known.closed) return known;
+    if (known !== undefined && !known.closed) {
+      // Mapped here already: the deposit is only counted off.
+      if (handle.kept === true) withdraw(handle.dev, handle.ino, false);
+      return known;
+    }
     let fd = -1;
     const passed = inherited.get(key);
     if (passed !== undefined) {
       inherited.delete(key);
       fd = native.checkOwnFd(passed, handle.dev, handle.ino);
+    }
+    if (handle.kept === true) {
+      const kept = withdraw(handle.dev, handle.ino, fd < 0);
+      if (fd < 0) fd = kept;
     }
     if (fd < 0) fd = native.openFromProcess(handle.pid, handle.fd, handle.dev, handle.ino);
     return new Segment(fd, handle.size, handle.populate === true);

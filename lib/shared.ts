@@ -61,7 +61,7 @@ function isPlain(value: object): boolean {
  * Replaces shared objects by their descriptions, reporting each segment to `onSegment` (the
  * sender passes those fds along). Returns a structure v8.serialize can take.
  */
-export function encode(value: unknown, onSegment?: (segment: Segment) => void): unknown {
+export function encode(value: unknown, onSegment?: (segment: Segment) => void, kept = false): unknown {
   const seen = new Map<object, unknown>();
   const walk = (v: unknown): unknown => {
     if (typeof v !== 'object' || v === null) return v;
@@ -70,7 +70,7 @@ export function encode(value: unknown, onSegment?: (segment: Segment) => void): 
       const d = v[kShare]();
       const handles: SegmentHandle[] = d.segments.map((s) => {
         onSegment?.(s);
-        return s.handle();
+        return kept ? { ...s.handle(), kept: true } : s.handle();
       });
       const out = { [MARK]: d.kind, segments: handles, state: walk(d.state) };
       seen.set(v, out);
@@ -124,6 +124,22 @@ export function decode(value: unknown): unknown {
     return out;
   };
   return walk(value);
+}
+
+/**
+ * A message's bytes (a queue item, a pool task or result): shared objects are described and their
+ * descriptors deposited with the tracker once the value is known to serialize, so the receiver
+ * gets them even if this process is gone by then.
+ */
+export function serializeMessage(value: unknown, what: string): Buffer {
+  const segments: Segment[] = [];
+  const bytes = serialize(encode(value, (s) => segments.push(s), true), what);
+  if (segments.length > 0) {
+    // Loaded only here: a child's bootstrap loads this module, and must not load the addon for it.
+    const { deposit } = require('./tracker') as typeof import('./tracker');
+    for (const s of segments) deposit(s.dev, s.ino, s.fd);
+  }
+  return bytes;
 }
 
 /**

@@ -82,6 +82,20 @@ function send(line: string): void {
   }
 }
 
+/**
+ * Deposits a segment's descriptor with the tracker, for a message that carries it: the receiver
+ * withdraws it, so it needs neither the sender alive nor /proc.
+ */
+export function deposit(dev: number, ino: number, fd: number): void {
+  native.trackerDeposit(ensureTracker(), dev, ino, fd);
+}
+
+/** Counts one deposit of (dev, ino) off; with `wantFd`, returns a new fd for it (or -1). */
+export function withdraw(dev: number, ino: number, wantFd: boolean): number {
+  if (trackerFd === undefined) return -1;
+  return native.trackerWithdraw(trackerFd, dev, ino, wantFd);
+}
+
 /** Registers a name this process made: it lives until unlink() or until the tree has exited. */
 export function track(name: string): void {
   registered.add(name);

@@ -175,6 +175,36 @@ Napi::Value StartTracker(const Napi::CallbackInfo& info) {
   }
 }
 
+// trackerDeposit(sock, dev, ino, fd)
+Napi::Value TrackerDeposit(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 4, "trackerDeposit");
+  int sock = static_cast<int>(IntArg(info, 0, "sock"));
+  auto dev = static_cast<uint64_t>(IntArg(info, 1, "dev"));
+  auto ino = static_cast<uint64_t>(IntArg(info, 2, "ino"));
+  int fd = static_cast<int>(IntArg(info, 3, "fd"));
+  try {
+    tracker::Deposit(sock, dev, ino, fd);
+  } catch (const SysFail& f) {
+    ThrowSysFail(info.Env(), f);
+  }
+  return info.Env().Undefined();
+}
+
+// trackerWithdraw(sock, dev, ino, wantFd) -> a new fd, or -1
+Napi::Value TrackerWithdraw(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 4, "trackerWithdraw");
+  int sock = static_cast<int>(IntArg(info, 0, "sock"));
+  auto dev = static_cast<uint64_t>(IntArg(info, 1, "dev"));
+  auto ino = static_cast<uint64_t>(IntArg(info, 2, "ino"));
+  bool want = info[3].ToBoolean().Value();
+  try {
+    // The tracker answers at once; 5 s bounds a tracker that was stopped.
+    return Napi::Number::New(info.Env(), tracker::Withdraw(sock, dev, ino, want, 5000));
+  } catch (const SysFail& f) {
+    ThrowSysFail(info.Env(), f);
+  }
+}
+
 // A connected pair of Unix stream sockets, both close-on-exec: the parent<->child channel.
 Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   int fds[2];
@@ -209,6 +239,8 @@ void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("watchExit", Napi::Function::New(env, WatchExit, "watchExit"));
   exports.Set("unwatchExit", Napi::Function::New(env, UnwatchExit, "unwatchExit"));
   exports.Set("startTracker", Napi::Function::New(env, StartTracker, "startTracker"));
+  exports.Set("trackerDeposit", Napi::Function::New(env, TrackerDeposit, "trackerDeposit"));
+  exports.Set("trackerWithdraw", Napi::Function::New(env, TrackerWithdraw, "trackerWithdraw"));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
 }
 

@@ -201,6 +201,33 @@ void TestTracker() {
   mp::shm::Unlink(c);
 }
 
+void TestKeeper() {
+  mp::tracker::Started t = mp::tracker::Start();
+  int fd = mp::shm::CreateAnonymous(4096);
+  struct stat st;
+  fstat(fd, &st);
+  auto dev = static_cast<uint64_t>(st.st_dev);
+  auto ino = static_cast<uint64_t>(st.st_ino);
+  // Two deposits of one segment; the sender then lets its own descriptor go.
+  mp::tracker::Deposit(t.write_fd, dev, ino, fd);
+  mp::tracker::Deposit(t.write_fd, dev, ino, fd);
+  close(fd);
+  int got = mp::tracker::Withdraw(t.write_fd, dev, ino, true, 2000);
+  struct stat st2 = {};
+  Check(got >= 0 && fstat(got, &st2) == 0 && st2.st_ino == st.st_ino && st2.st_dev == st.st_dev,
+        "keeper: a withdrawn descriptor is the deposited segment, with its sender's fd closed");
+  Check(got >= 0 && (fcntl(got, F_GETFD) & FD_CLOEXEC) != 0, "keeper: it arrives close-on-exec");
+  if (got >= 0) close(got);
+  mp::tracker::Withdraw(t.write_fd, dev, ino, false, 0);  // the second withdrawal, answer not needed
+  Check(mp::tracker::Withdraw(t.write_fd, dev, ino, true, 2000) == -1,
+        "keeper: after every deposit was withdrawn it holds nothing");
+  Check(mp::tracker::Withdraw(t.write_fd, 1, 2, true, 2000) == -1, "keeper: an unknown identity gets no descriptor");
+  close(t.write_fd);
+  int status;
+  waitpid(t.pid, &status, 0);
+  Check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "keeper: exits at EOF");
+}
+
 std::string ReadAll(int fd) {
   std::string out;
   char buf[256];
@@ -282,6 +309,7 @@ int main() {
   TestFutex();
   TestWaiter();
   TestTracker();
+  TestKeeper();
   TestSpawn();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
