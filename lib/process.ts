@@ -144,7 +144,8 @@ export class Process<F extends AnyFunction = AnyFunction> {
     const target = this.#target === undefined ? null : toTaskSpec(this.#target, 'Process.start()');
     // Everything that can fail on bad input fails here, before any fork.
     const segments = new Map<string, Segment>();
-    const encoded = encode(this.#args, (s) => segments.set(s.key, s));
+    const retains: Array<() => void> = [];
+    const encoded = encode(this.#args, { segment: (s) => segments.set(s.key, s), retain: (r) => retains.push(r) });
     const args = serialize(encoded, 'Process args');
 
     installExitHook();
@@ -173,8 +174,10 @@ export class Process<F extends AnyFunction = AnyFunction> {
     running.add(this);
     onExit(this.#pidfd, () => this.reapNow(), !this.#daemon);
     // A warm child was started before these arguments existed: their descriptors reach it through
-    // the tracker, as a queue item's do, instead of being inherited.
+    // the tracker, as a queue item's do, instead of being inherited. Either way the child's objects
+    // take over one reference each of the arena blocks in the arguments.
     const payload = fromSpare && segments.size > 0 ? serializeMessage(this.#args, 'Process args') : args;
+    if (payload === args) for (const retain of retains) retain();
     const start: StartMessage = {
       type: 'start',
       name: this.name,

@@ -13,6 +13,21 @@ export interface ShareDescription {
   segments: Segment[];
   /** Plain data, and other shared objects, which are described in turn. */
   state?: unknown;
+  /**
+   * For an object in an arena block (lib/arena.ts): takes the reference that the message carries,
+   * which the receiver's revived object takes over. Called once the message is sure to leave.
+   */
+  retain?: () => void;
+}
+
+/** What encode() reports of the shared objects it describes. */
+export interface EncodeSink {
+  /** Each segment of each object (a spawner passes their fds on). */
+  segment?(segment: Segment): void;
+  /** Each object's retain (see ShareDescription). */
+  retain?(retain: () => void): void;
+  /** Mark the handles as deposited with the tracker (see lib/segment.ts). */
+  kept?: boolean;
 }
 
 export interface Shareable {
@@ -61,15 +76,17 @@ function isPlain(value: object): boolean {
  * Replaces shared objects by their descriptions, reporting each segment to `onSegment` (the
  * sender passes those fds along). Returns a structure v8.serialize can take.
  */
-export function encode(value: unknown, onSegment?: (segment: Segment) => void, kept = false): unknown {
+export function encode(value: unknown, sink: EncodeSink = {}): unknown {
+  const kept = sink.kept === true;
   const seen = new Map<object, unknown>();
   const walk = (v: unknown): unknown => {
     if (typeof v !== 'object' || v === null) return v;
     if (seen.has(v)) return seen.get(v);
     if (isShareable(v)) {
       const d = v[kShare]();
+      if (d.retain !== undefined) sink.retain?.(d.retain);
       const handles: SegmentHandle[] = d.segments.map((s) => {
-        onSegment?.(s);
+        sink.segment?.(s);
         return kept ? { ...s.handle(), kept: true } : s.handle();
       });
       const out = { [MARK]: d.kind, segments: handles, state: walk(d.state) };
@@ -127,13 +144,16 @@ export function decode(value: unknown): unknown {
 }
 
 /**
- * A message's bytes (a queue item, a pool task or result): shared objects are described and their
- * descriptors deposited with the tracker once the value is known to serialize, so the receiver
- * gets them even if this process is gone by then.
+ * A message's bytes (a queue item, a pool task or result): shared objects are described, and once
+ * the value is known to serialize, their arena blocks retained and their descriptors deposited
+ * with the tracker, so the receiver gets them even if this process is gone by then. A message
+ * that is then never received holds both until the tree ends.
  */
 export function serializeMessage(value: unknown, what: string): Buffer {
   const segments: Segment[] = [];
-  const bytes = serialize(encode(value, (s) => segments.push(s), true), what);
+  const retains: Array<() => void> = [];
+  const bytes = serialize(encode(value, { segment: (s) => segments.push(s), retain: (r) => retains.push(r), kept: true }), what);
+  for (const retain of retains) retain();
   if (segments.length > 0) {
     // Loaded only here: a child's bootstrap loads this module, and must not load the addon for it.
     const { deposit } = require('./tracker') as typeof import('./tracker');

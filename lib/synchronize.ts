@@ -12,6 +12,7 @@
 // pid reused by a new process does not pass for the dead owner.
 import { threadId } from 'worker_threads';
 
+import { adopted, allocate, Block, release, releaseOnCollect, retain, setChunkLock } from './arena';
 import { BrokenBarrierError, OwnerDiedError, releasedTooManyTimes } from './errors';
 import { native } from './native';
 import { Segment } from './segment';
@@ -47,8 +48,19 @@ function startTimeOf(pid: number): number {
 
 /** This process's start time, as the owner of a lock records it. */
 const SELF_START = startTimeOf(process.pid);
-/** Every primitive gets its own small segment (a page is mapped either way). */
-const PRIMITIVE_BYTES = 64;
+/** What a closed primitive's words become: a view of nothing, so any use of it throws. */
+const CLOSED_WORDS = ((): Int32Array => {
+  const words = new Int32Array(4);
+  structuredClone(words.buffer, { transfer: [words.buffer] });
+  return words;
+})();
+
+/** Where a shared primitive's words are, as its description carries it. */
+export interface WordsState {
+  offset: number;
+  /** In an arena block (lib/arena.ts): the revived object takes over the message's reference. */
+  arena: boolean;
+}
 
 export interface AcquireOptions {
   timeout?: number;
@@ -72,16 +84,56 @@ function checkBlocking(blocking: unknown): boolean {
   return blocking;
 }
 
-/** Words of one primitive inside a segment. */
+/** Words of one primitive inside a segment: an arena block, or part of another object's memory. */
 abstract class Primitive {
   protected seg!: Segment;
   protected w!: Int32Array;
   protected off!: number;
+  /** The arena block the words are in, if they are in one. */
+  protected block: Block | undefined;
+  /** Whether this object holds one of the block's references (given back by close() or the GC). */
+  protected owns = false;
 
+  /** A view of words at byteOffset: takes no reference (a ring's mutex, a Value's lock). */
   protected bind(seg: Segment, byteOffset: number, words: number): void {
     this.seg = seg;
     this.off = byteOffset;
     this.w = new Int32Array(seg.buffer, byteOffset, words);
+  }
+
+  /** A new primitive: its words in a fresh arena block, with the block's first reference. */
+  protected bindNew(words: number): void {
+    const block = allocate();
+    this.bind(block.seg, block.offset, words);
+    this.adopt(block);
+  }
+
+  /** A revived primitive: it takes over the reference that its message carried. */
+  protected bindRevived(seg: Segment, state: WordsState, words: number): void {
+    this.bind(seg, state.offset, words);
+    if (!state.arena) return;
+    const block = { seg, offset: state.offset };
+    this.adopt(block);
+    adopted(block);
+  }
+
+  private adopt(block: Block): void {
+    this.block = block;
+    this.owns = true;
+    releaseOnCollect.register(this, block, this);
+  }
+
+  /** @internal Words inside a block that another object holds (a Value's own RLock): sendable, not owned. */
+  inBlock(block: Block): this {
+    this.block = block;
+    return this;
+  }
+
+  /** The description every kind shares: where its words are, and the reference a message takes. */
+  protected describe(kind: string, extra?: Record<string, unknown>): ShareDescription {
+    const block = this.block;
+    const state: WordsState & Record<string, unknown> = { offset: this.off, arena: block !== undefined, ...extra };
+    return { kind, segments: [this.seg], state, retain: block === undefined ? undefined : () => retain(block) };
   }
 
   /** Futex address of word `i`, for wait requests. */
@@ -93,9 +145,18 @@ abstract class Primitive {
     wake(this.seg.buffer, this.off + 4 * i, count);
   }
 
-  /** Unmaps this process's view now. Other processes are not affected. */
+  /** Lets this process's object go now (any use of it throws afterwards). Other processes are not affected. */
   close(): void {
-    this.seg.close();
+    if (this.block === undefined) {
+      this.seg.close();
+      return;
+    }
+    if (this.owns) {
+      this.owns = false;
+      releaseOnCollect.unregister(this);
+      release(this.block);
+    }
+    this.w = CLOSED_WORDS;
   }
 }
 
@@ -137,13 +198,20 @@ abstract class Acquirable extends Primitive {
 export class Lock extends Acquirable {
   constructor() {
     super();
-    this.bind(Segment.create(PRIMITIVE_BYTES), 0, LOCK_WORDS);
+    this.bindNew(LOCK_WORDS);
   }
 
-  /** @internal Revives a lock of another process over the same memory (LOCK_WORDS words at byteOffset). */
+  /** @internal A lock over LOCK_WORDS words at byteOffset of memory someone else holds (no reference). */
   static over<T extends Lock>(this: new () => T, seg: Segment, byteOffset: number): T {
     const lock = Object.create(this.prototype) as T;
     lock.bind(seg, byteOffset, LOCK_WORDS);
+    return lock;
+  }
+
+  /** @internal Revives a lock sent by another process. */
+  static revive<T extends Lock>(this: new () => T, seg: Segment, state: WordsState): T {
+    const lock = Object.create(this.prototype) as T;
+    lock.bindRevived(seg, state, LOCK_WORDS);
     return lock;
   }
 
@@ -269,7 +337,7 @@ export class Lock extends Acquirable {
   }
 
   [kShare](): ShareDescription {
-    return { kind: this.constructor.name === 'RLock' ? 'RLock' : 'Lock', segments: [this.seg], state: this.off };
+    return this.describe(this.constructor.name === 'RLock' ? 'RLock' : 'Lock');
   }
 
   override toString(): string {
@@ -354,15 +422,15 @@ export class Semaphore extends Acquirable {
   constructor(value = 1) {
     super();
     const initial = checkCount(value, `${new.target.name}()`);
-    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 3);
+    this.bindNew(3);
     this.w[0] = initial;
     this.w[2] = new.target === BoundedSemaphore ? initial : -1;
   }
 
   /** @internal */
-  static over<T extends Semaphore>(this: Function & { prototype: T }, seg: Segment): T {
+  static revive<T extends Semaphore>(this: Function & { prototype: T }, seg: Segment, state: WordsState): T {
     const sem = Object.create(this.prototype) as T;
-    sem.bind(seg, 0, 3);
+    sem.bindRevived(seg, state, 3);
     return sem;
   }
 
@@ -421,7 +489,7 @@ export class Semaphore extends Acquirable {
   }
 
   [kShare](): ShareDescription {
-    return { kind: this.constructor.name, segments: [this.seg] };
+    return this.describe(this.constructor.name);
   }
 
   override toString(): string {
@@ -439,13 +507,13 @@ export class BoundedSemaphore extends Semaphore {}
 export class Event extends Primitive {
   constructor() {
     super();
-    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 2);
+    this.bindNew(2);
   }
 
   /** @internal */
-  static over(seg: Segment): Event {
+  static revive(seg: Segment, state: WordsState): Event {
     const ev = Object.create(Event.prototype) as Event;
-    ev.bind(seg, 0, 2);
+    ev.bindRevived(seg, state, 2);
     return ev;
   }
 
@@ -495,7 +563,7 @@ export class Event extends Primitive {
   }
 
   [kShare](): ShareDescription {
-    return { kind: 'Event', segments: [this.seg] };
+    return this.describe('Event');
   }
 }
 
@@ -515,15 +583,15 @@ export class Condition extends Primitive {
     if (lock !== undefined && !(lock instanceof Lock)) {
       throw new TypeError(`Condition(): lock must be a Lock or an RLock, got ${describe(lock)}`);
     }
-    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 2);
+    this.bindNew(2);
     this.lock = lock ?? new RLock();
   }
 
   /** @internal */
-  static over(seg: Segment, lock: Lock): Condition {
+  static revive(seg: Segment, state: WordsState & { lock: Lock }): Condition {
     const cond = Object.create(Condition.prototype) as Condition;
-    cond.bind(seg, 0, 2);
-    cond.lock = lock;
+    cond.bindRevived(seg, state, 2);
+    cond.lock = state.lock;
     return cond;
   }
 
@@ -662,7 +730,7 @@ export class Condition extends Primitive {
   }
 
   [kShare](): ShareDescription {
-    return { kind: 'Condition', segments: [this.seg], state: this.lock };
+    return this.describe('Condition', { lock: this.lock });
   }
 }
 
@@ -698,15 +766,15 @@ export class Barrier extends Primitive {
     if (o.action !== undefined) toTaskSpec(o.action, 'Barrier(): action');
     this.defaultTimeout = checkTimeout(o.timeout, 'Barrier(): timeout');
     this.action = o.action as (() => void) | undefined;
-    this.bind(Segment.create(PRIMITIVE_BYTES), 0, 3);
+    this.bindNew(3);
     this.w[2] = parties;
     this.cond = new Condition(new Lock());
   }
 
   /** @internal */
-  static over(seg: Segment, state: { cond: Condition; action?: string; timeout?: number }): Barrier {
+  static revive(seg: Segment, state: WordsState & { cond: Condition; action?: string; timeout?: number }): Barrier {
     const b = Object.create(Barrier.prototype) as Barrier;
-    b.bind(seg, 0, 3);
+    b.bindRevived(seg, state, 3);
     b.cond = state.cond;
     b.defaultTimeout = state.timeout;
     b.action = state.action === undefined ? undefined : compileAction(state.action);
@@ -817,11 +885,7 @@ export class Barrier extends Primitive {
   }
 
   [kShare](): ShareDescription {
-    return {
-      kind: 'Barrier',
-      segments: [this.seg],
-      state: { cond: this.cond, action: this.action?.toString(), timeout: this.defaultTimeout },
-    };
+    return this.describe('Barrier', { cond: this.cond, action: this.action?.toString(), timeout: this.defaultTimeout });
   }
 }
 
@@ -829,10 +893,13 @@ function compileAction(source: string): () => void {
   return compileSource(source, 'Barrier action') as () => void;
 }
 
-registerKind('Lock', (segs, offset: number) => Lock.over(segs[0], offset));
-registerKind('RLock', (segs, offset: number) => RLock.over(segs[0], offset));
-registerKind('Semaphore', (segs) => Semaphore.over(segs[0]));
-registerKind('BoundedSemaphore', (segs) => BoundedSemaphore.over(segs[0]));
-registerKind('Event', (segs) => Event.over(segs[0]));
-registerKind('Condition', (segs, lock: Lock) => Condition.over(segs[0], lock));
-registerKind('Barrier', (segs, state) => Barrier.over(segs[0], state));
+registerKind('Lock', (segs, state: WordsState) => Lock.revive(segs[0], state));
+registerKind('RLock', (segs, state: WordsState) => RLock.revive(segs[0], state));
+registerKind('Semaphore', (segs, state: WordsState) => Semaphore.revive(segs[0], state));
+registerKind('BoundedSemaphore', (segs, state: WordsState) => BoundedSemaphore.revive(segs[0], state));
+registerKind('Event', (segs, state: WordsState) => Event.revive(segs[0], state));
+registerKind('Condition', (segs, state) => Condition.revive(segs[0], state));
+registerKind('Barrier', (segs, state) => Barrier.revive(segs[0], state));
+
+// The arena's chunks are guarded by a Lock of ours at their start.
+setChunkLock((seg) => Lock.over(seg, 0));

@@ -1,10 +1,13 @@
 // Value and Array: typed data in shared memory, as Python's multiprocessing.Value / Array.
 //
-// Layout of the segment: a 16-byte header holding the RLock words (used when lock: true), then
-// the data, 16-byte aligned. An Array IS a typed array of its typecode over that data: indexing,
-// iteration and subarray() are V8's own, zero-copy.
+// A Value lives in an arena block (lib/arena.ts): its RLock's words (used when lock: true), then
+// the data at +16. An Array has a segment of its own, laid out the same way: a 16-byte header for
+// the RLock, then the data, 16-byte aligned. An Array IS a typed array of its typecode over that
+// data: indexing, iteration and subarray() are V8's own, zero-copy. (A typed array cannot be
+// detached alone, so a closed Array must not share its memory with other objects: no arena.)
 import { constants as bufferConstants } from 'buffer';
 
+import { adopted, allocate, Block, release, releaseOnCollect, retain } from './arena';
 import { Segment } from './segment';
 import { isShareable, kShare, registerKind, ShareDescription } from './shared';
 import { Lock, RLock } from './synchronize';
@@ -35,6 +38,12 @@ function lockFor(seg: Segment, option: boolean | Lock): Lock | null {
   return option === false ? null : option;
 }
 
+/** A Value's own RLock: the first words of its block. */
+function blockLockFor(block: Block, option: boolean | Lock): Lock | null {
+  if (option === true) return RLock.over(block.seg, block.offset).inBlock(block);
+  return option === false ? null : option;
+}
+
 function noLock(what: string): Error {
   return new TypeError(`this ${what} was made with lock: false and has no lock`);
 }
@@ -44,10 +53,12 @@ function noLock(what: string): Error {
 
 export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
   readonly typecode: Typecode;
-  private readonly seg: Segment;
-  private readonly view: TypedArray;
+  private readonly block: Block;
+  private view: TypedArray;
   private readonly info: TypeInfo;
   private readonly lock: Lock | null;
+  /** Holds one of the block's references (given back by close() or the garbage collector). */
+  private owns: boolean;
 
   constructor(typecode: C, value?: ValueOf<C>, options?: SharedOptions) {
     const t = typeInfo(typecode, 'Value()');
@@ -55,19 +66,24 @@ export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
     const lockOption = checkLockOption(options, 'Value()');
     this.typecode = t.code;
     this.info = t;
-    this.seg = Segment.create(HEADER + t.size);
-    this.view = new t.ctor(this.seg.buffer, HEADER, 1);
+    this.block = allocate();
+    this.owns = true;
+    releaseOnCollect.register(this, this.block, this);
+    this.view = new t.ctor(this.block.seg.buffer, this.block.offset + HEADER, 1);
     this.view[0] = stored as never;
-    this.lock = lockFor(this.seg, lockOption);
+    this.lock = blockLockFor(this.block, lockOption);
   }
 
-  /** @internal */
-  static over(seg: Segment, state: { typecode: Typecode; lock: boolean | Lock }): Value {
+  /** @internal A Value sent by another process: it takes over the reference its message carried. */
+  static over(seg: Segment, state: { typecode: Typecode; lock: boolean | Lock; offset: number }): Value {
     const v = Object.create(Value.prototype) as { -readonly [K in keyof Value]: unknown } & Value;
     const t = typeInfo(state.typecode, 'Value');
+    const block: Block = { seg, offset: state.offset };
     Object.assign(v, {
-      typecode: t.code, info: t, seg, view: new t.ctor(seg.buffer, HEADER, 1), lock: lockFor(seg, state.lock),
+      typecode: t.code, info: t, block, owns: true, view: new t.ctor(seg.buffer, block.offset + HEADER, 1), lock: blockLockFor(block, state.lock),
     });
+    releaseOnCollect.register(v, block, v);
+    adopted(block);
     return v;
   }
 
@@ -91,8 +107,13 @@ export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
     return this.lock;
   }
 
+  /** Lets this process's object go now: its value reads undefined and ignores writes afterwards. */
   close(): void {
-    this.seg.close();
+    if (!this.owns) return;
+    this.owns = false;
+    releaseOnCollect.unregister(this);
+    release(this.block);
+    this.view = new this.info.ctor(new ArrayBuffer(8), 0, 0);
   }
 
   [Symbol.dispose](): void {
@@ -100,8 +121,10 @@ export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
   }
 
   [kShare](): ShareDescription {
-    const lock = this.lock === null ? false : this.lock instanceof RLock && isEmbedded(this.lock, this.seg) ? true : this.lock;
-    return { kind: 'Value', segments: [this.seg], state: { typecode: this.typecode, lock } };
+    if (!this.owns) throw new Error('this shared object is closed');
+    const block = this.block;
+    const lock = this.lock === null ? false : this.lock instanceof RLock && isEmbedded(this.lock, block) ? true : this.lock;
+    return { kind: 'Value', segments: [block.seg], state: { typecode: this.typecode, lock, offset: block.offset }, retain: () => retain(block) };
   }
 
   toString(): string {
@@ -109,8 +132,9 @@ export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
   }
 }
 
-function isEmbedded(lock: Lock, seg: Segment): boolean {
-  return (lock as unknown as { seg: Segment }).seg === seg;
+function isEmbedded(lock: Lock, where: Segment | Block): boolean {
+  const l = lock as unknown as { seg: Segment; off: number };
+  return where instanceof Segment ? l.seg === where : l.seg === where.seg && l.off === where.offset;
 }
 
 /** A Value with no lock: `new mp.RawValue('i', 0)`. */

@@ -1,3 +1,5 @@
+import * as fs from 'fs';
+
 import * as mp from '../dist';
 import { ourShmNames } from './helpers';
 
@@ -157,5 +159,54 @@ describe('Array', () => {
     expect(() => new mp.Array('z' as any, 3)).toThrow(TypeError);
     expect(() => new mp.Array('i', 'abc' as any)).toThrow(TypeError);
     expect(ourShmNames()).toEqual(before);
+  });
+});
+
+describe('small objects come from shared arenas', () => {
+  const fds = (): number => fs.readdirSync('/proc/self/fd').length;
+  const sharedMappings = (): number => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('memfd:node-multiprocessing')).length;
+
+  test('200,000 live Values and Locks take a few dozen descriptors and mappings, and each keeps its own memory', () => {
+    const fdsBefore = fds();
+    const mapsBefore = sharedMappings();
+    const values: any[] = [];
+    const locks: any[] = [];
+    for (let i = 0; i < 100_000; i++) {
+      values.push(new mp.Value('i', i));
+      locks.push(new mp.Lock());
+    }
+    expect(fds() - fdsBefore).toBeLessThan(60);
+    expect(sharedMappings() - mapsBefore).toBeLessThan(60);
+    expect(values[99_999].value).toBe(99_999);
+    values[5].value = -1;
+    expect(values[4].value).toBe(4);
+    expect(values[6].value).toBe(6);
+    expect(locks[7].acquireSync({ blocking: false })).toBe(true);
+    expect(locks[8].acquireSync({ blocking: false })).toBe(true);
+    expect(locks[7].acquireSync({ blocking: false })).toBe(false);
+    locks[7].release();
+    locks[8].release();
+    for (const v of values) v.close();
+    for (const l of locks) l.close();
+  });
+
+  test('a closed object gives its block back: the next one reuses it, and the closed one is dead', () => {
+    const a = new mp.Value('d', 1.5);
+    a.close();
+    expect(a.value).toBeUndefined();
+    const b = new mp.Value('d');
+    expect(b.value).toBe(0);
+    b.value = 2.5;
+    expect(a.value).toBeUndefined();
+    const lock = new mp.Lock();
+    lock.close();
+    expect(() => lock.acquireSync()).toThrow();
+    b.close();
+  });
+
+  test('Values dropped without close() in a loop never exhaust descriptors', () => {
+    const fdsBefore = fds();
+    for (let i = 0; i < 200_000; i++) new mp.Value('i', i);
+    expect(fds() - fdsBefore).toBeLessThan(60);
   });
 });

@@ -13,7 +13,10 @@ void FinalizeMapping(Napi::Env env, void* data, Mapping* mapping) {
   Addon* addon = env.GetInstanceData<Addon>();
   if (mapping->mapped) {
     shm::Unmap(mapping->addr, mapping->size);
-    if (addon != nullptr) addon->mappings.erase(mapping->addr);
+    if (addon != nullptr) {
+      addon->mappings.erase(mapping->addr);
+      Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(mapping->size));
+    }
   }
   delete mapping;
 }
@@ -103,6 +106,9 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   }
   auto* mapping = new Mapping{addr, size, true};
   env.GetInstanceData<Addon>()->mappings[addr] = mapping;
+  // The collector cannot see mapped bytes: tell it, so that objects dropped without close() in a
+  // loop are collected before their descriptors and mappings run out.
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(size));
   return Napi::ArrayBuffer::New(env, addr, size, FinalizeMapping, mapping);
 }
 
@@ -121,6 +127,7 @@ Napi::Value Unmap(const Napi::CallbackInfo& info) {
   if (!ab.IsDetached()) ab.Detach();
   shm::Unmap(mapping->addr, mapping->size);
   mapping->mapped = false;
+  Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -static_cast<int64_t>(mapping->size));
   return info.Env().Undefined();
 }
 
