@@ -1,9 +1,10 @@
-// Small shared objects (a Value, every lock kind) live in blocks carved from shared arenas: large
-// memfd chunks, as Python's multiprocessing.heap does it. A million Values then take a dozen
-// descriptors and mappings instead of a million of each.
+// Small shared objects (a Value, every lock kind, an Array of up to 992 data bytes) live in blocks
+// of shared arenas: large memfd chunks, as Python's multiprocessing.heap does it. A million Values
+// then take a few dozen descriptors and mappings instead of a million of each.
 //
-// A chunk is a Segment: a 64-byte header (the chunk's Lock, then its free list), then 64-byte
-// blocks. A block starts with its reference count, then 48 bytes of payload. A reference is a live
+// A chunk is a Segment: a 64-byte header (the chunk's Lock, then its free list), then blocks of
+// one size class (64, 256 or 1024 bytes). A block starts with its reference count (16 bytes of
+// header), then the payload. A reference is a live
 // object of ours over the block, in any process, or a message in flight that carries it: the
 // sender retains before the message leaves, the receiver's revived object takes that reference
 // over. The object gives its reference back on close() or when the garbage collector takes it.
@@ -13,14 +14,16 @@
 import type { Lock } from './synchronize';
 import { Segment } from './segment';
 
-/** Bytes a block gives its object. */
-export const BLOCK_PAYLOAD = 48;
-const BLOCK = 64;
+/** Block sizes; a block gives its object all but the first 16 bytes. */
+const CLASSES = [64, 256, 1024];
+/** The largest payload a block holds: anything larger gets a segment of its own. */
+export const MAX_PAYLOAD = CLASSES[CLASSES.length - 1] - 16;
 const HEADER = 64;
 // Int32 words of the chunk header (0-2 are the Lock's).
 const FREE = 3;      // first free block + 1 (0: none)
 const BUMP = 4;      // blocks handed out at least once
 const CAPACITY = 5;  // blocks in this chunk
+const BLOCK_SIZE = 6;
 const FIRST_CHUNK = 64 * 1024;
 const MAX_CHUNK = 4 * 1024 * 1024;
 
@@ -35,11 +38,13 @@ interface Chunk {
   seg: Segment;
   w: Int32Array;
   lock: Lock;
+  block: number;
 }
 
-const own: Chunk[] = [];
+/** The chunks this process made, by block size, and the size of the next one of each. */
+const own = new Map<number, Chunk[]>(CLASSES.map((c) => [c, []]));
+const nextChunkBytes = new Map<number, number>(CLASSES.map((c) => [c, FIRST_CHUNK]));
 const attached = new WeakMap<Segment, Chunk>();
-let nextChunkBytes = FIRST_CHUNK;
 
 /** How a chunk's lock is made: synchronize.ts, which allocates its own locks here, supplies it. */
 let lockAt: ((seg: Segment) => Lock) | undefined;
@@ -52,18 +57,22 @@ export function setChunkLock(make: (seg: Segment) => Lock): void {
 function chunkOf(seg: Segment): Chunk {
   let c = attached.get(seg);
   if (c === undefined) {
-    c = { seg, w: new Int32Array(seg.buffer, 0, seg.size >> 2), lock: lockAt!(seg) };
+    const w = new Int32Array(seg.buffer, 0, seg.size >> 2);
+    c = { seg, w, lock: lockAt!(seg), block: w[BLOCK_SIZE] };
     attached.set(seg, c);
   }
   return c;
 }
 
-function newChunk(): Chunk {
-  const seg = Segment.create(nextChunkBytes);
-  nextChunkBytes = Math.min(nextChunkBytes * 2, MAX_CHUNK);
+function newChunk(block: number): Chunk {
+  const bytes = nextChunkBytes.get(block)!;
+  nextChunkBytes.set(block, Math.min(bytes * 2, MAX_CHUNK));
+  const seg = Segment.create(bytes);
+  const w = new Int32Array(seg.buffer, 0, HEADER >> 2);
+  w[BLOCK_SIZE] = block;
+  w[CAPACITY] = Math.floor((bytes - HEADER) / block);
   const c = chunkOf(seg);
-  c.w[CAPACITY] = (seg.size - HEADER) / BLOCK;
-  own.push(c);
+  own.get(block)!.push(c);
   ownSegments.add(seg);
   return c;
 }
@@ -90,7 +99,7 @@ function take(c: Chunk): number {
     const w = c.w;
     const free = w[FREE];
     if (free !== 0) {
-      w[FREE] = w[(HEADER + (free - 1) * BLOCK + 4) >> 2];
+      w[FREE] = w[(HEADER + (free - 1) * c.block + 4) >> 2];
       return free - 1;
     }
     if (w[BUMP] < w[CAPACITY]) return w[BUMP]++;
@@ -98,21 +107,23 @@ function take(c: Chunk): number {
   });
 }
 
-/** A zeroed block with one reference: the caller's object. */
-export function allocate(): Block {
+/** A zeroed block of at least `payload` bytes (≤ MAX_PAYLOAD) with one reference: the caller's object. */
+export function allocate(payload = 48): Block {
+  const block = CLASSES.find((c) => c - 16 >= payload);
+  if (block === undefined) throw new RangeError(`arena: ${payload} bytes do not fit in a block`);
+  const chunks = own.get(block)!;
   // The newest chunk first: the older ones are full unless blocks were given back.
-  for (let i = own.length - 1; i >= 0; i--) {
-    const c = own[i];
-    const index = take(c);
-    if (index >= 0) return prepare(c, index);
+  for (let i = chunks.length - 1; i >= 0; i--) {
+    const index = take(chunks[i]);
+    if (index >= 0) return prepare(chunks[i], index);
   }
-  const c = newChunk();
+  const c = newChunk(block);
   return prepare(c, take(c));
 }
 
 function prepare(c: Chunk, index: number): Block {
-  const at = HEADER + index * BLOCK;
-  new Uint8Array(c.seg.buffer, at, BLOCK).fill(0);
+  const at = HEADER + index * c.block;
+  new Uint8Array(c.seg.buffer, at, c.block).fill(0);
   Atomics.store(c.w, at >> 2, 1);
   return { seg: c.seg, offset: at + 16 };
 }
@@ -144,7 +155,7 @@ export function release(block: Block): void {
   const at = block.offset - 16;
   if (Atomics.sub(c.w, at >> 2, 1) === 1) {
     locked(c, () => {
-      const index = (at - HEADER) / BLOCK;
+      const index = (at - HEADER) / c.block;
       c.w[(at + 4) >> 2] = c.w[FREE];
       c.w[FREE] = index + 1;
     });
@@ -162,7 +173,8 @@ export function release(block: Block): void {
 
 /** For tests and the README's figures: chunks this process made, and their bytes. */
 export function arenaStats(): { chunks: number; bytes: number } {
-  return { chunks: own.length, bytes: own.reduce((n, c) => n + c.seg.size, 0) };
+  const all = [...own.values()].flat();
+  return { chunks: all.length, bytes: all.reduce((n, c) => n + c.seg.size, 0) };
 }
 
 /** Gives an object's reference back when the garbage collector takes the object. */

@@ -37,6 +37,9 @@ export interface Binding {
   identify(fd: number): [dev: number, ino: number, size: number];
   map(fd: number, size: number, populate?: boolean): ArrayBuffer;
   unmap(buffer: ArrayBuffer): void;
+  /** An ArrayBuffer over part of a mapping (no ownership): detachable alone. */
+  subView(buffer: ArrayBuffer, byteOffset: number, length: number): ArrayBuffer;
+  detachView(view: ArrayBuffer): void;
   closeFd(fd: number): void;
   unlink(name: string): void;
   // futex.h, waiter.h

@@ -1,13 +1,15 @@
 // Value and Array: typed data in shared memory, as Python's multiprocessing.Value / Array.
 //
 // A Value lives in an arena block (lib/arena.ts): its RLock's words (used when lock: true), then
-// the data at +16. An Array has a segment of its own, laid out the same way: a 16-byte header for
-// the RLock, then the data, 16-byte aligned. An Array IS a typed array of its typecode over that
-// data: indexing, iteration and subarray() are V8's own, zero-copy. (A typed array cannot be
-// detached alone, so a closed Array must not share its memory with other objects: no arena.)
+// the data at +16. An Array is laid out the same way: a 16-byte header for the RLock, then the
+// data, 16-byte aligned; up to 992 data bytes it lives in an arena block too, else in a segment of
+// its own. An Array IS a typed array of its typecode over that data: indexing, iteration and
+// subarray() are V8's own, zero-copy. In a block, its ArrayBuffer is a view of the block alone
+// (native subView), so that close() can detach it without touching its neighbours.
 import { constants as bufferConstants } from 'buffer';
 
-import { adopted, allocate, Block, release, releaseOnCollect, retain } from './arena';
+import { adopted, allocate, Block, MAX_PAYLOAD, release, releaseOnCollect, retain } from './arena';
+import { native } from './native';
 import { Segment } from './segment';
 import { isShareable, kShare, registerKind, ShareDescription } from './shared';
 import { Lock, RLock } from './synchronize';
@@ -161,6 +163,10 @@ interface ArrayState {
   seg: Segment;
   lock: Lock | null;
   typecode: Typecode;
+  /** In an arena block: the block, the view of it the array stands on, and whether it holds a reference. */
+  block?: Block;
+  view?: ArrayBuffer;
+  owns?: boolean;
 }
 
 const arrayState = new WeakMap<object, ArrayState>();
@@ -184,15 +190,30 @@ function sharedClass(base: TypeInfo['ctor']): new (buffer: ArrayBuffer, byteOffs
         return lock;
       }
       close(): void {
-        state(this).seg.close();
+        const s = state(this);
+        if (s.block === undefined) {
+          s.seg.close();
+        } else if (s.owns === true) {
+          s.owns = false;
+          releaseOnCollect.unregister(this);
+          native.detachView(s.view!);
+          release(s.block);
+        }
       }
       [Symbol.dispose](): void {
         this.close();
       }
       [kShare](): ShareDescription {
         const s = state(this);
-        const lock = s.lock === null ? false : isEmbedded(s.lock, s.seg) ? true : s.lock;
-        return { kind: 'Array', segments: [s.seg], state: { typecode: s.typecode, lock, length: (this as unknown as TypedArray).length } };
+        const length = (this as unknown as TypedArray).length;
+        const block = s.block;
+        if (block === undefined) {
+          const lock = s.lock === null ? false : isEmbedded(s.lock, s.seg) ? true : s.lock;
+          return { kind: 'Array', segments: [s.seg], state: { typecode: s.typecode, lock, length } };
+        }
+        if (s.owns !== true) throw new Error('this shared object is closed');
+        const lock = s.lock === null ? false : isEmbedded(s.lock, block) ? true : s.lock;
+        return { kind: 'Array', segments: [block.seg], state: { typecode: s.typecode, lock, length, offset: block.offset }, retain: () => retain(block) };
       }
     };
     Object.defineProperty(cls, 'name', { value: `Shared${base.name}` });
@@ -212,6 +233,21 @@ function makeArray(t: TypeInfo, seg: Segment, length: number, lock: Lock | null)
   const arr = new Cls(seg.buffer, HEADER, length);
   arrayState.set(arr, { seg, lock, typecode: t.code });
   return arr;
+}
+
+/** An Array in an arena block, holding one of its references (a new block's, or a message's). */
+function makeBlockArray(t: TypeInfo, block: Block, length: number, lockOption: boolean | Lock): TypedArray {
+  const Cls = sharedClass(t.ctor);
+  const view = native.subView(block.seg.buffer, block.offset, HEADER + length * t.size);
+  const arr = new Cls(view, HEADER, length);
+  arrayState.set(arr, { seg: block.seg, lock: blockLockFor(block, lockOption), typecode: t.code, block, view, owns: true });
+  releaseOnCollect.register(arr, block, arr);
+  return arr;
+}
+
+/** Whether an Array of these bytes of data goes in an arena block. */
+function fitsBlock(bytes: number): boolean {
+  return HEADER + bytes <= MAX_PAYLOAD;
 }
 
 function checkLength(n: number, t: TypeInfo, caller: string): number {
@@ -257,8 +293,13 @@ function createArray(typecode: unknown, sizeOrInit: unknown, options: unknown, c
     length = values.length;
   }
   const lockOption = raw ? false : checkLockOption(options, caller);
-  const seg = Segment.create(HEADER + length * t.size);
-  const arr = makeArray(t, seg, length, lockFor(seg, lockOption));
+  let arr: TypedArray;
+  if (fitsBlock(length * t.size)) {
+    arr = makeBlockArray(t, allocate(HEADER + length * t.size), length, lockOption);
+  } else {
+    const seg = Segment.create(HEADER + length * t.size);
+    arr = makeArray(t, seg, length, lockFor(seg, lockOption));
+  }
   if (values !== undefined) {
     for (let i = 0; i < length; i++) arr[i] = values[i] as never;
   }
@@ -283,7 +324,12 @@ export const RawArray = function RawArray(typecode: unknown, sizeOrInit: unknown
 } as unknown as new <C extends Typecode | TypeName>(typecode: C, sizeOrInit: number | Iterable<ElementOf<C>> | string) => SharedArray<C>;
 
 registerKind('Value', (segs, st) => Value.over(segs[0], st));
-registerKind('Array', (segs, st: { typecode: Typecode; lock: boolean | Lock; length: number }) => {
+registerKind('Array', (segs, st: { typecode: Typecode; lock: boolean | Lock; length: number; offset?: number }) => {
   const t = typeInfo(st.typecode, 'Array');
-  return makeArray(t, segs[0], st.length, lockFor(segs[0], st.lock));
+  if (st.offset === undefined) return makeArray(t, segs[0], st.length, lockFor(segs[0], st.lock));
+  // It takes over the reference its message carried.
+  const block: Block = { seg: segs[0], offset: st.offset };
+  const arr = makeBlockArray(t, block, st.length, st.lock);
+  adopted(block);
+  return arr;
 });

@@ -190,6 +190,27 @@ describe('small objects come from shared arenas', () => {
     for (const l of locks) l.close();
   });
 
+  test('100,000 live small Arrays do too; each is its own typed array, detached alone when closed', async () => {
+    const fdsBefore = fds();
+    const arrays: any[] = [];
+    for (let i = 0; i < 100_000; i++) arrays.push(new mp.Array('i', [i, i + 1, i + 2]));
+    const big = new mp.Array('d', 200);
+    expect(fds() - fdsBefore).toBeLessThan(60);
+    expect([...arrays[77_777]]).toEqual([77_777, 77_778, 77_779]);
+    arrays[10].close();
+    expect(arrays[10].length).toBe(0);
+    expect([...arrays[9]]).toEqual([9, 10, 11]);
+    expect([...arrays[11]]).toEqual([11, 12, 13]);
+    // A child writes into a small Array and into a 1,600-byte one (too large for a block: a segment of its own).
+    const p = new mp.Process({ target: (a: any, b: any) => { a[1] = -5; b[199] = 2.5; }, args: [arrays[42], big] });
+    p.start();
+    await p.join(10000);
+    expect([...arrays[42]]).toEqual([42, -5, 44]);
+    expect(big[199]).toBe(2.5);
+    for (const a of arrays) a.close();
+    big.close();
+  });
+
   test('a closed object gives its block back: the next one reuses it, and the closed one is dead', () => {
     const a = new mp.Value('d', 1.5);
     a.close();

@@ -131,6 +131,31 @@ Napi::Value Unmap(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// subView(buffer, byteOffset, length): an ArrayBuffer over part of a mapping, so that an object
+// in an arena block (a small Array) can be detached alone when it is closed. It owns nothing and
+// has no finalizer: it is reachable only through its object, which keeps the mapping alive and
+// detaches the view before giving its block back.
+Napi::Value SubView(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 3, "subView");
+  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(info.Env(), "buffer must be an ArrayBuffer");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  int64_t offset = IntArg(info, 1, "byteOffset");
+  int64_t length = IntArg(info, 2, "length");
+  if (ab.IsDetached() || offset < 0 || length < 0 || static_cast<size_t>(offset + length) > ab.ByteLength()) {
+    throw Napi::RangeError::New(info.Env(), "subView: the range is outside the buffer");
+  }
+  return Napi::ArrayBuffer::New(info.Env(), static_cast<char*>(ab.Data()) + offset, static_cast<size_t>(length));
+}
+
+// detachView(view): the view can no longer reach the memory.
+Napi::Value DetachView(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 1, "detachView");
+  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(info.Env(), "view must be an ArrayBuffer");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  if (!ab.IsDetached()) ab.Detach();
+  return info.Env().Undefined();
+}
+
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   RequireArgs(info, 1, "closeFd");
   shm::Close(static_cast<int>(IntArg(info, 0, "fd")));
@@ -158,6 +183,8 @@ void InitShm(Napi::Env env, Napi::Object exports) {
   exports.Set("identify", Napi::Function::New(env, Identify, "identify"));
   exports.Set("map", Napi::Function::New(env, Map, "map"));
   exports.Set("unmap", Napi::Function::New(env, Unmap, "unmap"));
+  exports.Set("subView", Napi::Function::New(env, SubView, "subView"));
+  exports.Set("detachView", Napi::Function::New(env, DetachView, "detachView"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("unlink", Napi::Function::New(env, Unlink, "unlink"));
 }
