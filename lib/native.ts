@@ -59,6 +59,8 @@ export interface Binding {
   unwatchExit(pidfd: number): void;
   startTracker(): { fd: number; pid: number };
   trackerDeposit(sock: number, dev: number, ino: number, fd: number): void;
+  /** Whether fd is a SOCK_SEQPACKET Unix socket (our tracker's kind); sets close-on-exec on it if so. */
+  isTrackerSocket(fd: number): boolean;
   /** A new fd for (dev, ino) if wantFd and the tracker holds one, else -1. */
   trackerWithdraw(sock: number, dev: number, ino: number, wantFd: boolean): number;
   socketPair(): [number, number];

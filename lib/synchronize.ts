@@ -93,6 +93,10 @@ abstract class Primitive {
   protected block: Block | undefined;
   /** Whether this object holds one of the block's references (given back by close() or the GC). */
   protected owns = false;
+  /** The object whose block these words are in, when this one holds no reference itself. */
+  protected holder: object | undefined;
+  /** Closed, or its holder was: it must not be sent. */
+  protected dead = false;
 
   /** A view of words at byteOffset: takes no reference (a ring's mutex, a Value's lock). */
   protected bind(seg: Segment, byteOffset: number, words: number): void {
@@ -123,14 +127,26 @@ abstract class Primitive {
     releaseOnCollect.register(this, block, this);
   }
 
-  /** @internal Words inside a block that another object holds (a Value's own RLock): sendable, not owned. */
-  inBlock(block: Block): this {
+  /**
+   * @internal Words inside a block that another object holds (a Value's or a small Array's own
+   * RLock): sendable, not owned. It keeps its holder alive (the holder's reference keeps the
+   * block), and dies when the holder is closed (dieWithHolder).
+   */
+  inBlock(block: Block, holder: object): this {
     this.block = block;
+    this.holder = holder;
     return this;
+  }
+
+  /** @internal The holder of this lock's block was closed: the words may go to another object. */
+  dieWithHolder(): void {
+    this.dead = true;
+    this.w = CLOSED_WORDS;
   }
 
   /** The description every kind shares: where its words are, and the reference a message takes. */
   protected describe(kind: string, extra?: Record<string, unknown>): ShareDescription {
+    if (this.dead) throw new Error('this shared object is closed');
     const block = this.block;
     const state: WordsState & Record<string, unknown> = { offset: this.off, arena: block !== undefined, ...extra };
     return { kind, segments: [this.seg], state, retain: block === undefined ? undefined : () => retain(block) };
@@ -156,6 +172,7 @@ abstract class Primitive {
       releaseOnCollect.unregister(this);
       release(this.block);
     }
+    this.dead = true;
     this.w = CLOSED_WORDS;
   }
 }
@@ -308,16 +325,20 @@ export class Lock extends Acquirable {
   private reclaimFromDeadOwner(c: number): boolean {
     const pid = c & PID_MASK;
     if (pid === (process.pid & PID_MASK)) return false;
+    // START holds 0 or the current owner's start time: every path that frees the word clears it
+    // first, and an owner stores its own right after its CAS.
+    const recorded = Atomics.load(this.w, START);
     if (!native.processGone(pid)) {
-      const recorded = Atomics.load(this.w, START);
-      // 0: the owner died (or is) between its CAS and its store: the pid alone decides.
-      if (recorded === 0 || Atomics.load(this.w, 0) !== c) return false;
+      // 0: the owner is between its CAS and its store (or died there): the pid alone decides.
+      if (recorded === 0) return false;
       const now = startTimeOf(pid);
       if (now === 0 || now === recorded) return false;
+      // Look again after reading /proc: the lock may have changed hands meanwhile.
+      if (Atomics.load(this.w, 0) !== c || Atomics.load(this.w, START) !== recorded) return false;
     }
-    if (Atomics.compareExchange(this.w, 0, c, 0) !== c) return true;  // changed meanwhile: look again
-    this.w[1] = 0;
-    this.w[START] = 0;
+    // START first, then the word: no later owner is ever seen with the dead one's start time.
+    if (Atomics.compareExchange(this.w, START, recorded, 0) !== recorded) return true;  // changed: look again
+    if (Atomics.compareExchange(this.w, 0, c, 0) !== c) return true;
     this.wake(0, ALL);
     throw new OwnerDiedError(
       `the process that held this lock (pid ${pid}) died; the lock is free again but not held by this caller`,

@@ -19,12 +19,17 @@ let trackerFd: number | undefined = inherited?.fd;
 let treeRoot: number | undefined = inherited?.root;
 const registered = new Set<string>();
 
+/**
+ * The tracker this process was started with. The variables stay in the environment, so that a
+ * worker thread (which loads its own copy of this module) reports to the same tracker; the fd must
+ * be the tracker's socket, since a process started by other means may have the variables and not
+ * the fd.
+ */
 function adoptInherited(): { fd: number; root: number } | undefined {
   const fd = Number(process.env.NMP_TRACKER_FD);
   const root = Number(process.env.NMP_TREE_ROOT);
-  delete process.env.NMP_TRACKER_FD;
-  delete process.env.NMP_TREE_ROOT;
-  return Number.isInteger(fd) && fd > 2 && Number.isInteger(root) && root > 0 ? { fd, root } : undefined;
+  if (!Number.isInteger(fd) || fd <= 2 || !Number.isInteger(root) || root <= 0) return undefined;
+  return native.isTrackerSocket(fd) ? { fd, root } : undefined;
 }
 
 /** Starts this tree's tracker if none serves this process yet. */
@@ -70,15 +75,23 @@ function sweepDeadRoots(): void {
   }
 }
 
+/** Starts a new tracker after the old one was killed by hand, and tells it our names again. */
+function restartTracker(): number {
+  if (trackerFd !== undefined) native.closeFd(trackerFd);
+  trackerFd = undefined;
+  const fd = ensureTracker();
+  // One record per line: a record is read whole, into a buffer of 8 KiB.
+  for (const n of registered) fs.writeSync(fd, `R ${process.pid} ${n}\n`);
+  return fd;
+}
+
 function send(line: string): void {
   const fd = ensureTracker();
   try {
     fs.writeSync(fd, line);
   } catch {
-    // The tracker is gone (killed by hand): start a new one and tell it everything again.
-    trackerFd = undefined;
-    const again = [...registered].map((n) => `R ${process.pid} ${n}\n`).join('') + (line.startsWith('U') ? line : '');
-    fs.writeSync(ensureTracker(), again.length > 0 ? again : line);
+    if (line.startsWith('R')) restartTracker();  // the line is in `registered` when it matters
+    else fs.writeSync(restartTracker(), line);
   }
 }
 
@@ -87,13 +100,26 @@ function send(line: string): void {
  * withdraws it, so it needs neither the sender alive nor /proc.
  */
 export function deposit(dev: number, ino: number, fd: number): void {
-  native.trackerDeposit(ensureTracker(), dev, ino, fd);
+  try {
+    native.trackerDeposit(ensureTracker(), dev, ino, fd);
+  } catch {
+    // The tracker was killed: a new one takes the deposit (a receiver without it falls back to /proc).
+    try {
+      native.trackerDeposit(restartTracker(), dev, ino, fd);
+    } catch {
+      // nothing more to try: the receiver falls back to /proc
+    }
+  }
 }
 
 /** Counts one deposit of (dev, ino) off; with `wantFd`, returns a new fd for it (or -1). */
 export function withdraw(dev: number, ino: number, wantFd: boolean): number {
   if (trackerFd === undefined) return -1;
-  return native.trackerWithdraw(trackerFd, dev, ino, wantFd);
+  try {
+    return native.trackerWithdraw(trackerFd, dev, ino, wantFd);
+  } catch {
+    return -1;  // the tracker is gone: the caller falls back to /proc
+  }
 }
 
 /** Registers a name this process made: it lives until unlink() or until the tree has exited. */

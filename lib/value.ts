@@ -40,10 +40,15 @@ function lockFor(seg: Segment, option: boolean | Lock): Lock | null {
   return option === false ? null : option;
 }
 
-/** A Value's own RLock: the first words of its block. */
-function blockLockFor(block: Block, option: boolean | Lock): Lock | null {
-  if (option === true) return RLock.over(block.seg, block.offset).inBlock(block);
+/** A Value's or small Array's own RLock: the first words of its block, kept by its holder. */
+function blockLockFor(block: Block, option: boolean | Lock, holder: object): Lock | null {
+  if (option === true) return RLock.over(block.seg, block.offset).inBlock(block, holder);
   return option === false ? null : option;
+}
+
+/** A holder is closed: its own RLock dies with it (a lock given in the options does not). */
+function closeOwnLock(lock: Lock | null, block: Block): void {
+  if (lock !== null && isEmbedded(lock, block)) lock.dieWithHolder();
 }
 
 function noLock(what: string): Error {
@@ -73,7 +78,7 @@ export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
     releaseOnCollect.register(this, this.block, this);
     this.view = new t.ctor(this.block.seg.buffer, this.block.offset + HEADER, 1);
     this.view[0] = stored as never;
-    this.lock = blockLockFor(this.block, lockOption);
+    this.lock = blockLockFor(this.block, lockOption, this);
   }
 
   /** @internal A Value sent by another process: it takes over the reference its message carried. */
@@ -82,7 +87,7 @@ export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
     const t = typeInfo(state.typecode, 'Value');
     const block: Block = { seg, offset: state.offset };
     Object.assign(v, {
-      typecode: t.code, info: t, block, owns: true, view: new t.ctor(seg.buffer, block.offset + HEADER, 1), lock: blockLockFor(block, state.lock),
+      typecode: t.code, info: t, block, owns: true, view: new t.ctor(seg.buffer, block.offset + HEADER, 1), lock: blockLockFor(block, state.lock, v),
     });
     releaseOnCollect.register(v, block, v);
     adopted(block);
@@ -114,6 +119,7 @@ export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
     if (!this.owns) return;
     this.owns = false;
     releaseOnCollect.unregister(this);
+    closeOwnLock(this.lock, this.block);
     release(this.block);
     this.view = new this.info.ctor(new ArrayBuffer(8), 0, 0);
   }
@@ -196,6 +202,9 @@ function sharedClass(base: TypeInfo['ctor']): new (buffer: ArrayBuffer, byteOffs
         } else if (s.owns === true) {
           s.owns = false;
           releaseOnCollect.unregister(this);
+          closeOwnLock(s.lock, s.block);
+          // Every typed array over the view (this one, its subarrays) is detached before the block
+          // can go to another object.
           native.detachView(s.view!);
           release(s.block);
         }
@@ -240,8 +249,10 @@ function makeBlockArray(t: TypeInfo, block: Block, length: number, lockOption: b
   const Cls = sharedClass(t.ctor);
   const view = native.subView(block.seg.buffer, block.offset, HEADER + length * t.size);
   const arr = new Cls(view, HEADER, length);
-  arrayState.set(arr, { seg: block.seg, lock: blockLockFor(block, lockOption), typecode: t.code, block, view, owns: true });
-  releaseOnCollect.register(arr, block, arr);
+  arrayState.set(arr, { seg: block.seg, lock: blockLockFor(block, lockOption, arr), typecode: t.code, block, view, owns: true });
+  // The block goes back when the view is collected, not the array: a subarray() or `arr.buffer`
+  // may outlive the array, and both stand on the view.
+  releaseOnCollect.register(view, block, arr);
   return arr;
 }
 

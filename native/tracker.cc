@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -295,9 +296,15 @@ struct State {
 Started Start() {
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) throw SysFail{"socketpair", errno, ""};
+  // No signal may reach the child before it blocks them all: Node's handlers would run in it and
+  // write to the parent's signal pipe.
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
   pid_t pid = fork();
+  int err = errno;
+  if (pid != 0) pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   if (pid < 0) {
-    int err = errno;
     close(fds[0]);
     close(fds[1]);
     throw SysFail{"fork", err, ""};

@@ -1,7 +1,9 @@
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as path from 'path';
 
 import * as mp from '../dist';
-import { ourShmNames } from './helpers';
+import { FIXTURES, ourShmNames } from './helpers';
 
 const INT_CODES: Array<[string, number, number]> = [
   ['b', -128, 127], ['B', 0, 255], ['h', -32768, 32767], ['H', 0, 65535],
@@ -223,6 +225,20 @@ describe('small objects come from shared arenas', () => {
     lock.close();
     expect(() => lock.acquireSync()).toThrow();
     b.close();
+  });
+
+  test('a block stays taken while anything reaches it: a subarray of a collected Array, a collected Value\'s lock', async () => {
+    const run = spawnSync(process.execPath, ['--expose-gc', path.join(FIXTURES, 'arena-gc.js')], { encoding: 'utf8', timeout: 20000 });
+    expect(run.stderr).toBe('');
+    expect(run.stdout.trim()).toBe('ok');
+  });
+
+  test('a Value\'s own lock dies with it: closed, it cannot be used or sent', () => {
+    const v = new mp.Value('i', 1);
+    const lock = v.getLock();
+    v.close();
+    expect(() => lock.acquireSync()).toThrow();
+    expect(() => new mp.Queue().putSync(lock)).toThrow(/closed/);
   });
 
   test('Values dropped without close() in a loop never exhaust descriptors', () => {

@@ -1,4 +1,5 @@
 // JS boundary of spawn.h and tracker.h.
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -190,6 +191,18 @@ Napi::Value TrackerDeposit(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// isTrackerSocket(fd): the tracker's socket is a SOCK_SEQPACKET Unix socket. An inherited one is
+// made close-on-exec here, so that a program this process execs does not hold the tree open.
+Napi::Value IsTrackerSocket(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 1, "isTrackerSocket");
+  int fd = static_cast<int>(IntArg(info, 0, "fd"));
+  int type = 0;
+  socklen_t len = sizeof type;
+  bool ok = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_SEQPACKET;
+  if (ok) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return Napi::Boolean::New(info.Env(), ok);
+}
+
 // trackerWithdraw(sock, dev, ino, wantFd) -> a new fd, or -1
 Napi::Value TrackerWithdraw(const Napi::CallbackInfo& info) {
   RequireArgs(info, 4, "trackerWithdraw");
@@ -240,6 +253,7 @@ void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("unwatchExit", Napi::Function::New(env, UnwatchExit, "unwatchExit"));
   exports.Set("startTracker", Napi::Function::New(env, StartTracker, "startTracker"));
   exports.Set("trackerDeposit", Napi::Function::New(env, TrackerDeposit, "trackerDeposit"));
+  exports.Set("isTrackerSocket", Napi::Function::New(env, IsTrackerSocket, "isTrackerSocket"));
   exports.Set("trackerWithdraw", Napi::Function::New(env, TrackerWithdraw, "trackerWithdraw"));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
 }
