@@ -144,7 +144,7 @@ export class Process<F extends AnyFunction = AnyFunction> {
     const target = this.#target === undefined ? null : toTaskSpec(this.#target, 'Process.start()');
     // Everything that can fail on bad input fails here, before any fork.
     const segments = new Map<string, Segment>();
-    const retains: Array<() => void> = [];
+    const retains: Array<() => () => void> = [];
     const encoded = encode(this.#args, { segment: (s) => segments.set(s.key, s), retain: (r) => retains.push(r) });
     const args = serialize(encoded, 'Process args');
 

@@ -30,8 +30,14 @@ function encodeItem(item: unknown, what: string): Frame {
     default:
       if (item === null) return { kind: Kind.Null, bytes: EMPTY_BYTES };
       if (Buffer.isBuffer(item)) return { kind: Kind.Bytes, bytes: item };
-      return { kind: Kind.Serialized, bytes: serializeMessage(item, what) };
+      return serializedFrame(item, what);
   }
+}
+
+function serializedFrame(item: unknown, what: string): Frame {
+  let undo: (() => void) | undefined;
+  const bytes = serializeMessage(item, what, (u) => (undo = u));
+  return { kind: Kind.Serialized, bytes, undo };
 }
 
 function decodeFrame(frame: Frame): unknown {
@@ -82,11 +88,19 @@ class Sender {
 
   private prepare(item: unknown, what: string): Frame {
     const frame = encodeItem(item, what);
-    return this.ring.outOfLine(frame.bytes.length) ? this.ring.spill(frame) : frame;
+    if (!this.ring.outOfLine(frame.bytes.length)) return frame;
+    try {
+      return { ...this.ring.spill(frame), undo: frame.undo };
+    } catch (err) {
+      frame.undo?.();
+      throw err;
+    }
   }
 
-  private dropSpill(frame: Frame): void {
+  /** A frame that was not put after all: its spilled segment and its shared objects' references go. */
+  private drop(frame: Frame): void {
     if (frame.kind === Kind.OutOfLine) this.ring.unspill(frame.bytes);
+    frame.undo?.();
   }
 
   putSync(item: unknown, timeout: number | undefined, what: string): void {
@@ -95,33 +109,35 @@ class Sender {
     try {
       ok = (this.waiting === 0 && this.ring.tryPut(frame, this.countTask)) || runSync(this.ring.putPlan(frame, timeout, this.countTask));
     } catch (err) {
-      this.dropSpill(frame);
+      this.drop(frame);
       throw err instanceof RingClosed ? new Error('Queue is closed') : err;
     }
     if (!ok) {
-      this.dropSpill(frame);
+      this.drop(frame);
       throw new Full('the queue is full');
     }
   }
 
   put(item: unknown, timeout: number | undefined, signal: AbortSignal | undefined, what: string): Promise<void> {
-    let frame: Frame;
+    let prepared: Frame | undefined;
     try {
       if (signal?.aborted) throw abortError(signal);
-      frame = this.prepare(item, what);
+      prepared = this.prepare(item, what);
       // Nothing in line and room now: done before this call returns.
-      if (this.waiting === 0 && (this.ring.tryPut(frame, this.countTask) || runSync(this.ring.putPlan(frame, 0, this.countTask)))) {
+      if (this.waiting === 0 && (this.ring.tryPut(prepared, this.countTask) || runSync(this.ring.putPlan(prepared, 0, this.countTask)))) {
         return Promise.resolve();
       }
     } catch (err) {
+      if (prepared !== undefined) this.drop(prepared);
       return Promise.reject(err instanceof RingClosed ? new Error('Queue is closed') : err);
     }
+    const frame = prepared;
     this.waiting++;
     const attempt = async (): Promise<void> => {
       try {
         if (!(await runAsync(this.ring.putPlan(frame, timeout, this.countTask), signal))) throw new Full('the queue is full');
       } catch (err) {
-        this.dropSpill(frame);
+        this.drop(frame);
         throw err instanceof RingClosed ? new Error('Queue is closed') : err;
       } finally {
         this.waiting--;

@@ -58,6 +58,8 @@ export interface Frame {
   /** The payload; for a Number, NUMBER_BYTES (its length) and the value in `num`. */
   bytes: Uint8Array;
   num?: number;
+  /** Gives back what the message took for the shared objects in it, if it is not put after all. */
+  undo?: () => void;
 }
 
 /** Stands for a number's 8 payload bytes where only their length matters. */

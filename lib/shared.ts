@@ -15,9 +15,10 @@ export interface ShareDescription {
   state?: unknown;
   /**
    * For an object in an arena block (lib/arena.ts): takes the reference that the message carries,
-   * which the receiver's revived object takes over. Called once the message is sure to leave.
+   * which the receiver's revived object takes over. Called once the message is sure to leave;
+   * returns what gives it back if the message is not sent after all.
    */
-  retain?: () => void;
+  retain?: () => () => void;
 }
 
 /** What encode() reports of the shared objects it describes. */
@@ -25,7 +26,7 @@ export interface EncodeSink {
   /** Each segment of each object (a spawner passes their fds on). */
   segment?(segment: Segment): void;
   /** Each object's retain (see ShareDescription). */
-  retain?(retain: () => void): void;
+  retain?(retain: () => () => void): void;
   /** Mark the handles as deposited with the tracker (see lib/segment.ts). */
   kept?: boolean;
 }
@@ -146,19 +147,25 @@ export function decode(value: unknown): unknown {
 /**
  * A message's bytes (a queue item, a pool task or result): shared objects are described, and once
  * the value is known to serialize, their arena blocks retained and their descriptors deposited
- * with the tracker, so the receiver gets them even if this process is gone by then. A message
- * that is then never received holds both until the tree ends.
+ * with the tracker, so the receiver gets them even if this process is gone by then. `onUndo`
+ * receives what gives both back, for a message that is not sent after all (a put that finds the
+ * queue full); a message sent and never received holds them until the tree ends.
  */
-export function serializeMessage(value: unknown, what: string): Buffer {
+export function serializeMessage(value: unknown, what: string, onUndo?: (undo: () => void) => void): Buffer {
   const segments: Segment[] = [];
-  const retains: Array<() => void> = [];
+  const retains: Array<() => () => void> = [];
   const bytes = serialize(encode(value, { segment: (s) => segments.push(s), retain: (r) => retains.push(r), kept: true }), what);
-  for (const retain of retains) retain();
+  const undos: Array<() => void> = [];
+  for (const retain of retains) undos.push(retain());
   if (segments.length > 0) {
     // Loaded only here: a child's bootstrap loads this module, and must not load the addon for it.
-    const { deposit } = require('./tracker') as typeof import('./tracker');
-    for (const s of segments) deposit(s.dev, s.ino, s.fd);
+    const { deposit, withdraw } = require('./tracker') as typeof import('./tracker');
+    for (const s of segments) {
+      deposit(s.dev, s.ino, s.fd);
+      undos.push(() => withdraw(s.dev, s.ino, false));
+    }
   }
+  if (onUndo !== undefined && undos.length > 0) onUndo(() => undos.forEach((u) => u()));
   return bytes;
 }
 

@@ -149,7 +149,14 @@ abstract class Primitive {
     if (this.dead) throw new Error('this shared object is closed');
     const block = this.block;
     const state: WordsState & Record<string, unknown> = { offset: this.off, arena: block !== undefined, ...extra };
-    return { kind, segments: [this.seg], state, retain: block === undefined ? undefined : () => retain(block) };
+    if (block === undefined) return { kind, segments: [this.seg], state };
+    return {
+      kind, segments: [this.seg], state,
+      retain: () => {
+        retain(block);
+        return () => release(block);
+      },
+    };
   }
 
   /** Futex address of word `i`, for wait requests. */

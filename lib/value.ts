@@ -132,7 +132,10 @@ export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
     if (!this.owns) throw new Error('this shared object is closed');
     const block = this.block;
     const lock = this.lock === null ? false : this.lock instanceof RLock && isEmbedded(this.lock, block) ? true : this.lock;
-    return { kind: 'Value', segments: [block.seg], state: { typecode: this.typecode, lock, offset: block.offset }, retain: () => retain(block) };
+    return { kind: 'Value', segments: [block.seg], state: { typecode: this.typecode, lock, offset: block.offset }, retain: () => {
+      retain(block);
+      return () => release(block);
+    } };
   }
 
   toString(): string {
@@ -222,7 +225,13 @@ function sharedClass(base: TypeInfo['ctor']): new (buffer: ArrayBuffer, byteOffs
         }
         if (s.owns !== true) throw new Error('this shared object is closed');
         const lock = s.lock === null ? false : isEmbedded(s.lock, block) ? true : s.lock;
-        return { kind: 'Array', segments: [block.seg], state: { typecode: s.typecode, lock, length, offset: block.offset }, retain: () => retain(block) };
+        return {
+          kind: 'Array', segments: [block.seg], state: { typecode: s.typecode, lock, length, offset: block.offset },
+          retain: () => {
+            retain(block);
+            return () => release(block);
+          },
+        };
       }
     };
     Object.defineProperty(cls, 'name', { value: `Shared${base.name}` });

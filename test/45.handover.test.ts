@@ -139,3 +139,31 @@ test('objects from many short-lived children leave no descriptors behind, here o
   expect(fdCount(process.pid)).toBeLessThanOrEqual(oursBefore + 5);
   q.close();
 });
+
+test('a put that fails gives back what its message took: the tracker lets go once the object is delivered', async () => {
+  const q = new mp.Queue<any>({ maxsize: 1 });
+  // A first round trip starts the tracker: count its descriptors from there.
+  const warm = new mp.Array('d', 1000);
+  q.putSync(warm);
+  q.getSync().close();
+  warm.close();
+  const tracker = childrenOf(process.pid).find((c) => c.comm === 'nmp-tracker')!.pid;
+  const before = fdCount(tracker);
+  q.putSync('filler');
+  const big = new mp.Array('d', 1000);   // a segment of its own: the tracker holds its fd while it is in flight
+  const v = new mp.Value('i', 3);        // an arena block: each message in flight takes a reference
+  big[0] = 1;
+  for (let i = 0; i < 50; i++) {
+    expect(() => q.putNowait({ big, v })).toThrow(mp.Full);
+    await expect(q.put({ big, v }, { timeout: 0 })).rejects.toBeInstanceOf(mp.Full);
+  }
+  // One put that succeeds, delivered: nothing of the 100 that failed may keep the fd in the tracker.
+  expect(q.getSync()).toBe('filler');
+  q.putSync({ big, v });
+  const got = q.getSync();
+  expect(got.v.value).toBe(3);
+  expect(got.big[0]).toBe(1);
+  for (const x of [got.v, got.big, v, big]) x.close();
+  expect(await eventually(() => fdCount(tracker) === before, 2000)).toBe(true);
+  q.close();
+});
