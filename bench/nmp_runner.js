@@ -119,6 +119,31 @@ async function w5() {
   t = await run('bytes64KiB', N_BYTES, SIZE, syncBytes);
   emit('W5.queue.bytes64KiB.throughput', (N_BYTES * SIZE) / t / 1e6, 'MB/s', N_BYTES);
   emit('W5.queue.bytes64KiB.msgs', N_BYTES / t, 'msgs/s', N_BYTES);
+
+  // The same 2000 × 64 KiB through a Pipe, read with recvBytesInto into one reused buffer (our key).
+  const [reader, writer] = mp.Pipe({ duplex: false });
+  const ready = new mp.Event();
+  const go = new mp.Event();
+  const p = new mp.Process({
+    target: async (w, ready, go, n, size) => {
+      ready.set();
+      go.waitSync();
+      const b = Buffer.alloc(size);
+      for (let i = 0; i < n; i++) await w.sendBytes(b);
+    },
+    args: [writer, ready, go, N_BYTES, SIZE],
+  });
+  p.start();
+  await ready.wait();
+  const into = Buffer.alloc(SIZE);
+  const t0 = now();
+  go.set();
+  let got = 0;
+  for (let i = 0; i < N_BYTES; i++) got += reader.recvBytesIntoSync(into);
+  t = (now() - t0) / 1e3;
+  await p.join();
+  if (got !== N_BYTES * SIZE) throw new Error(`W5 pipe: got ${got}`);
+  emit('W5.pipe.bytes64KiB_into.throughput', (N_BYTES * SIZE) / t / 1e6, 'MB/s', N_BYTES);
 }
 
 // W6a: uncontended acquire+release pairs in one process; W6b: two processes × 100k locked

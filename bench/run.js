@@ -105,6 +105,8 @@ function summary(get) {
       `${ratio(o('W5.queue.small_ints.throughput'), get('py-mp-fork', 'W5.queue.small_ints.throughput'))} py-mp-fork; ${ratio(o('W5.queue.small_ints.throughput'), get('node-fork-json', 'W5.queue.small_ints.throughput'))} child_process IPC (json); async get ${fmt(o('W5.queue.small_ints_async.throughput'))}`, 'goal ≥ 1 M/s'],
     ['Queue: 2000 × 64 KiB, child → parent (MB/s)', fmt(o('W5.queue.bytes64KiB.throughput')),
       `${ratio(o('W5.queue.bytes64KiB.throughput'), get('py-mp-fork', 'W5.queue.bytes64KiB.throughput'))} py-mp-fork; ${ratio(o('W5.queue.bytes64KiB.throughput'), get('node-fork-advanced', 'W5.queue.bytes64KiB.throughput'))} child_process IPC (advanced); ${ratio(o('W5.queue.bytes64KiB.throughput'), get('node-threads-sab', 'W5.queue.bytes64KiB.throughput'))} threads`, 'goal ≥ 2 GB/s'],
+    ['Pipe: 2000 × 64 KiB, recvBytesInto one buffer (MB/s)', fmt(o('W5.pipe.bytes64KiB_into.throughput')),
+      `${ratio(o('W5.pipe.bytes64KiB_into.throughput'), get('py-mp-fork', 'W5.queue.bytes64KiB.throughput'))} py-mp-fork's Queue`, 'goal ≥ 4 GB/s (issue 9)'],
     ['Async wake-up across processes, median (µs)', fmt(o('W6.lock.async_wakeup.median')), `p95 ${fmt(o('W6.lock.async_wakeup.p95'))} µs`, 'goal ≤ 50 µs'],
     ['Child sums 10M f64 mp.Array (ms)', fmt(o('W7.sum.mp_array_ctypes.time')),
       `${ratio(o('W7.sum.mp_array_ctypes.time'), o('W7.sum.private_loop.time'))} of a private Float64Array; ${ratio(get('py-mp-fork', 'W7.sum.shm_memoryview.time'), o('W7.sum.mp_array_ctypes.time'))} faster than Python's best (shared_memory)`, 'goal ≤ 1.3×, ≥ 5×'],

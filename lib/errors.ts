@@ -33,6 +33,17 @@ export class EOFError extends Error {
   override name = 'EOFError';
 }
 
+/**
+ * recvBytesInto() got a message larger than the room in the buffer (Python's BufferTooShort).
+ * The message was taken off the pipe: it is in `bytes`.
+ */
+export class BufferTooShort extends Error {
+  override name = 'BufferTooShort';
+  constructor(message: string, readonly bytes: Buffer) {
+    super(message);
+  }
+}
+
 /** A pool worker died while it held the task (Python's pool would hang here instead). */
 export class WorkerLostError extends Error {
   override name = 'WorkerLostError';

@@ -1,5 +1,5 @@
 // node-multiprocessing: Python's multiprocessing for Node.
-export { BrokenBarrierError, Empty, EOFError, Full, OwnerDiedError, TimeoutError, WorkerLostError } from './errors';
+export { BrokenBarrierError, BufferTooShort, Empty, EOFError, Full, OwnerDiedError, TimeoutError, WorkerLostError } from './errors';
 export { SharedMemory } from './shared-memory';
 export type { SharedMemoryOptions } from './shared-memory';
 export {

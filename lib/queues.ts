@@ -4,8 +4,8 @@
 // which have a faster encoding of their own. A producer's items arrive in the order it put them,
 // also when several puts wait for room at once: each queue object keeps its blocked puts in line.
 import { describe } from './describe';
-import { abortError, EOFError, Empty, Full } from './errors';
-import { Frame, Kind, NUMBER_BYTES, Ring, RingClosed } from './ring';
+import { abortError, BufferTooShort, EOFError, Empty, Full } from './errors';
+import { Destination, Frame, Kind, NUMBER_BYTES, Ring, RingClosed } from './ring';
 import { Segment } from './segment';
 import { decode, kShare, registerKind, serializeMessage, ShareDescription } from './shared';
 import { checkSignal, checkTimeout, runAsync, runSync } from './wait';
@@ -439,6 +439,55 @@ export class Connection<T = unknown> {
     return buf;
   }
 
+  /**
+   * Python's recv_bytes_into: the next message, sent with sendBytes(), copied into `buffer` at
+   * `offset` with no allocation; resolves with its length. A message larger than the room rejects
+   * with mp.BufferTooShort, which carries it; one that is not bytes, with a TypeError. Either way
+   * the message is taken.
+   */
+  recvBytesInto(buffer: ArrayBufferView, offset = 0): Promise<number> {
+    try {
+      const ring = this.check('reader');
+      const into = destination(buffer, offset);
+      return runAsync(ring.getPlan(undefined, true, into)).then(
+        (frame) => this.bytesInto(frame, into),
+        (err) => Promise.reject(err instanceof RingClosed ? new EOFError('the other end is closed') : err),
+      );
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  recvBytesIntoSync(buffer: ArrayBufferView, offset = 0): number {
+    const ring = this.check('reader');
+    const into = destination(buffer, offset);
+    let frame: Frame | undefined;
+    try {
+      frame = runSync(ring.getPlan(undefined, true, into));
+    } catch (err) {
+      throw err instanceof RingClosed ? new EOFError('the other end is closed') : err;
+    }
+    return this.bytesInto(frame, into);
+  }
+
+  private bytesInto(taken: Frame | undefined, into: Destination): number {
+    if (taken === undefined) throw new EOFError('the other end is closed');
+    const frame = taken.kind === Kind.OutOfLine ? this.reader!.unspill(taken.bytes) : taken;
+    if (frame.kind !== Kind.Bytes) {
+      throw new TypeError(`recvBytesInto(): the message is ${describe(decodeFrame(frame))}, not bytes sent with sendBytes()`);
+    }
+    const n = frame.bytes.length;
+    const room = into.target.length - into.offset;
+    if (n > room) {
+      throw new BufferTooShort(`recvBytesInto(): the message has ${n} bytes, the buffer has room for ${room}`, Buffer.from(frame.bytes));
+    }
+    // Read straight into the buffer by the ring, unless it came out of line.
+    if (frame.bytes.buffer !== into.target.buffer || frame.bytes.byteOffset !== into.target.byteOffset + into.offset) {
+      into.target.set(frame.bytes, into.offset);
+    }
+    return n;
+  }
+
   /** Whether a recv() would not wait: resolves true when there is data (or the end), false after `timeout` ms (default 0). */
   poll(timeout = 0): Promise<boolean> {
     try {
@@ -475,6 +524,14 @@ export class Connection<T = unknown> {
     const segments = [this.reader, this.writer].filter((r): r is Ring => r !== null).map((r) => r.seg);
     return { kind: 'Connection', segments, state: { reader: this.reader !== null, writer: this.writer !== null } };
   }
+}
+
+function destination(buffer: unknown, offset: unknown): Destination {
+  if (!ArrayBuffer.isView(buffer)) throw new TypeError(`recvBytesInto(): expected a Buffer, a typed array or a DataView, got ${describe(buffer)}`);
+  const target = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  if (typeof offset !== 'number' || !Number.isInteger(offset)) throw new TypeError(`recvBytesInto(): offset must be an integer, got ${describe(offset)}`);
+  if (offset < 0 || offset > target.length) throw new RangeError(`recvBytesInto(): offset ${offset} is outside the buffer (${target.length} bytes)`);
+  return { target, offset };
 }
 
 export interface PipeOptions {

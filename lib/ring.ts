@@ -53,6 +53,12 @@ export const enum Kind {
   OutOfLine = 8,
 }
 
+/** Where a get may copy a bytes payload straight to (recvBytesInto), instead of a new Buffer. */
+export interface Destination {
+  target: Uint8Array;
+  offset: number;
+}
+
 export interface Frame {
   kind: Kind;
   /** The payload; for a Number, NUMBER_BYTES (its length) and the value in `num`. */
@@ -224,10 +230,10 @@ export class Ring {
   }
 
   /** With the mutex held and a frame there: copies it out, publishes, releases. */
-  private getLocked(): Frame {
+  private getLocked(into?: Destination): Frame {
     const w = this.w;
     const head = w[HEAD];
-    const frame = this.read(head & this.mask);
+    const frame = this.read(head & this.mask, into);
     const count = --w[COUNT];
     const newHead = (head + FRAME_HEAD + frame.bytes.length) | 0;
     Atomics.store(w, HEAD, newHead);
@@ -319,7 +325,7 @@ export class Ring {
    * Takes one frame. Returns undefined on timeout (empty); throws RingClosed once closed and
    * drained. A Pipe's reader also ends when the writer's process is gone.
    */
-  *getPlan(timeout: number | undefined, watchWriter = false): WaitPlan<Frame | undefined> {
+  *getPlan(timeout: number | undefined, watchWriter = false, into?: Destination): WaitPlan<Frame | undefined> {
     const deadline = deadlineAfter(timeout);
     const w = this.w;
     // Whether to look at the writer's process now: after a sleep slice ran out, not before every
@@ -329,7 +335,7 @@ export class Ring {
       // Spin a little without the lock: a busy producer refills before we would have slept.
       for (let n = 0; n < SPINS && this.isEmpty() && w[CLOSED] === 0; n++);
       yield* this.locked();
-      if (!this.isEmpty()) return this.getLocked();
+      if (!this.isEmpty()) return this.getLocked(into);
       if (w[CLOSED] === 1 || (checkWriter && native.processGone(w[WRITER]))) {
         this.lock.release();
         throw new RingClosed('the queue is closed');
@@ -423,19 +429,21 @@ export class Ring {
     if (first < src.length) this.bytes.set(src.subarray(first), 0);
   }
 
-  private read(pos: number): Frame {
+  private read(pos: number, into?: Destination): Frame {
     const len = this.frameLength(pos);
     const kind = this.bytes[(pos + 4) & this.mask] as Kind;
     const start = (pos + FRAME_HEAD) & this.mask;
     if (kind === Kind.Number && start + 8 <= this.capacity) {
       return { kind, bytes: NUMBER_BYTES, num: this.view.getFloat64(start, true) };
     }
-    // Copied out of shared memory before anyone may overwrite it (v8.deserialize would alias it).
-    const out = Buffer.allocUnsafe(len);
+    // Copied out of shared memory before anyone may overwrite it (v8.deserialize would alias it):
+    // into the caller's buffer when it asked for bytes and they fit, else into a new one.
+    const fits = into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
+    const out = fits ? into.target.subarray(into.offset, into.offset + len) : Buffer.allocUnsafe(len);
     const first = Math.min(len, this.capacity - start);
     out.set(this.bytes.subarray(start, start + first), 0);
     if (first < len) out.set(this.bytes.subarray(0, len - first), first);
-    if (kind === Kind.Number) return { kind, bytes: out, num: out.readDoubleLE(0) };
+    if (kind === Kind.Number) return { kind, bytes: out, num: new DataView(out.buffer, out.byteOffset, 8).getFloat64(0, true) };
     return { kind, bytes: out };
   }
 }

@@ -395,6 +395,40 @@ describe('Pipe', () => {
     await expect(reader.recv()).rejects.toMatchObject({ name: 'EOFError' });
   });
 
+  test('recvBytesInto reads bytes into one reused buffer; too short is BufferTooShort, not bytes a TypeError', async () => {
+    const [reader, writer] = mp.Pipe({ duplex: false, capacity: 64 * 1024 });
+    const p = new mp.Process({
+      target: async (w: any) => {
+        for (let i = 0; i < 100; i++) await w.sendBytes(Buffer.alloc(1000 + i, i));
+        await w.sendBytes(Buffer.alloc(40 * 1024, 7));   // larger than a quarter of the ring: out of line
+        await w.sendBytes(Buffer.from('too long for the room'));
+        await w.send({ not: 'bytes' });
+        w.close();
+      },
+      args: [writer],
+    });
+    p.start();
+    const buf = Buffer.alloc(64 * 1024);
+    const firstView = buf.buffer;
+    for (let i = 0; i < 100; i++) {
+      const n = i % 2 === 0 ? await reader.recvBytesInto(buf, 8) : reader.recvBytesIntoSync(buf, 8);
+      expect(n).toBe(1000 + i);
+      expect(buf[8]).toBe(i);
+      expect(buf[8 + n - 1]).toBe(i);
+    }
+    expect(buf.buffer).toBe(firstView);
+    expect(await reader.recvBytesInto(new Uint32Array(buf.buffer), 0)).toBe(40 * 1024);
+    expect(buf[40 * 1024 - 1]).toBe(7);
+    const short = await reader.recvBytesInto(buf.subarray(0, 4)).catch((e) => e);
+    expect(short).toBeInstanceOf(mp.BufferTooShort);
+    expect(short.bytes.toString()).toBe('too long for the room');
+    await expect(reader.recvBytesInto(buf)).rejects.toThrow(/not bytes/);
+    await expect(reader.recvBytesInto(buf)).rejects.toMatchObject({ name: 'EOFError' });
+    await p.join(10000);
+    await expect(reader.recvBytesInto('x' as any)).rejects.toThrow(TypeError);
+    await expect(reader.recvBytesInto(buf, buf.length + 1)).rejects.toThrow(RangeError);
+  });
+
   test('bad input', async () => {
     expect(() => mp.Pipe({ duplex: 'yes' as any })).toThrow(TypeError);
     const [a] = mp.Pipe();
