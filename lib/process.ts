@@ -1,7 +1,7 @@
 // Process: a real OS process, fork+exec'd by the native spawner, running a function of ours.
 //
 // The child is `node [execArgv] dist/bootstrap.js`, given a Unix socket (fd 3), the name
-// tracker's pipe (fd 4, when there is one) and the fds of every shared object in its arguments.
+// tracker's socket (fd 4) and the fds of every shared object in its arguments.
 // Its exit is watched through a pidfd; wait4 gives the status and the resource usage.
 import { isMainThread } from 'worker_threads';
 
