@@ -231,6 +231,23 @@ async function w6() {
   const xs = [...lat];
   emit('W6.lock.async_wakeup.median', median(xs), 'us', N.WAKE);
   emit('W6.lock.async_wakeup.p95', pct(xs, 0.95), 'us', N.WAKE);
+  futexFloor();
+}
+
+// The floor under that figure: one futex wake between two C processes, measured the same way
+// (bench/futex_floor.c), compiled here with the machine's cc. Skipped with a note without one.
+function futexFloor() {
+  const { execFileSync } = require('child_process');
+  const path = require('path');
+  const exe = path.join(require('os').tmpdir(), `nmp-futex-floor-${process.pid}`);
+  try {
+    execFileSync('cc', ['-O2', '-o', exe, path.join(__dirname, 'futex_floor.c')], { stdio: 'ignore' });
+    process.stdout.write(execFileSync(exe, [String(N.WAKE)], { encoding: 'utf8' }));
+  } catch (err) {
+    process.stderr.write(`W6.futex_floor skipped: ${err.message.split('\n')[0]}\n`);
+  } finally {
+    fs.rmSync(exe, { force: true });
+  }
 }
 
 // W7: a child sums a 10M float64 mp.Array (median of 3), and, in the same child, the same loop
