@@ -171,12 +171,6 @@ export function release(block: Block): void {
   seg.close();
 }
 
-/** For tests and the README's figures: chunks this process made, and their bytes. */
-export function arenaStats(): { chunks: number; bytes: number } {
-  const all = [...own.values()].flat();
-  return { chunks: all.length, bytes: all.reduce((n, c) => n + c.seg.size, 0) };
-}
-
 /** Gives an object's reference back when the garbage collector takes the object. */
 export const releaseOnCollect = new FinalizationRegistry<Block>((block) => {
   try {

@@ -8,3 +8,10 @@ export function describe(value: unknown): string {
   if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'null prototype'})`;
   return String(value);
 }
+
+/** An options argument: undefined or null is {}, anything but an object a TypeError naming the caller. */
+export function optionsOf(options: unknown, caller: string): Record<string, unknown> {
+  if (options === undefined || options === null) return {};
+  if (typeof options !== 'object') throw new TypeError(`${caller}: options must be an object, got ${describe(options)}`);
+  return options as Record<string, unknown>;
+}

@@ -33,18 +33,23 @@ let scratch = Buffer.allocUnsafe(64 * 1024);
 let view = new DataView(scratch.buffer, scratch.byteOffset, scratch.length);
 
 /** Writes `value` at `at`; returns the new end, NOT_SIMPLE, or TOO_BIG for the scratch buffer. */
+/** Writes a number at `at` (room for 9 bytes checked by the caller); returns the new end. */
+function writeNumber(value: number, at: number): number {
+  if ((value | 0) === value && (value !== 0 || 1 / value > 0)) {
+    scratch[at] = Tag.Int;
+    view.setInt32(at + 1, value, true);
+    return at + 5;
+  }
+  scratch[at] = Tag.Float;
+  view.setFloat64(at + 1, value, true);
+  return at + 9;
+}
+
 function write(value: unknown, at: number, depth: number): number {
   if (at + 9 > scratch.length) return TOO_BIG;
   switch (typeof value) {
     case 'number':
-      if ((value | 0) === value && (value !== 0 || 1 / value > 0)) {
-        scratch[at] = Tag.Int;
-        view.setInt32(at + 1, value, true);
-        return at + 5;
-      }
-      scratch[at] = Tag.Float;
-      view.setFloat64(at + 1, value, true);
-      return at + 9;
+      return writeNumber(value, at);
     case 'string': {
       // UTF-8 cannot hold a lone surrogate: v8.serialize keeps it.
       if (!(value as unknown as { isWellFormed(): boolean }).isWellFormed()) return NOT_SIMPLE;
@@ -72,16 +77,8 @@ function write(value: unknown, at: number, depth: number): number {
       for (let i = 0; i < value.length; i++) {
         const item: unknown = value[i];
         if (typeof item === 'number' && end + 9 <= scratch.length) {
-          // Numbers inline: the bulk of a map's chunk.
-          if ((item | 0) === item && (item !== 0 || 1 / item > 0)) {
-            scratch[end] = Tag.Int;
-            view.setInt32(end + 1, item, true);
-            end += 5;
-          } else {
-            scratch[end] = Tag.Float;
-            view.setFloat64(end + 1, item, true);
-            end += 9;
-          }
+          // Numbers without the general dispatch: the bulk of a map's chunk.
+          end = writeNumber(item, end);
           continue;
         }
         // A hole would come back as undefined: let v8 keep it a hole.

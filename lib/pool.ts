@@ -13,7 +13,7 @@ import { performance } from 'perf_hooks';
 
 import { AsyncResult, AsyncResultCallbacks, checkCallbacks } from './async-result';
 import { cpuCount } from './context';
-import { describe } from './describe';
+import { describe, optionsOf } from './describe';
 import { abortError, Empty, Full, TimeoutError, WorkerLostError } from './errors';
 import { Definition, Mode, Outcome, TaskMessage, WorkerConfig } from './pool-worker';
 import { AnyFunction, Process } from './process';
@@ -146,12 +146,6 @@ function checkOptionalInteger(value: unknown, what: string, min: number): number
   if (typeof value !== 'number' || !Number.isInteger(value)) throw new TypeError(`${what} must be an integer, got ${describe(value)}`);
   if (value < min) throw new RangeError(`${what} must be at least ${min}, got ${value}`);
   return value;
-}
-
-function optionsObject(o: unknown, caller: string): Record<string, unknown> {
-  if (o === undefined || o === null) return {};
-  if (typeof o !== 'object') throw new TypeError(`${caller}: options must be an object, got ${describe(o)}`);
-  return o as Record<string, unknown>;
 }
 
 function isIterable(x: unknown): x is Iterable<unknown> {
@@ -288,7 +282,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   #activeStreams = 0;
 
   constructor(options: PoolOptions<I> = {}) {
-    const o = optionsObject(options, 'Pool()');
+    const o = optionsOf(options, 'Pool()');
     const processes = checkOptionalInteger(o.processes, 'Pool(): processes', 1) ?? cpuCount();
     if (processes > 1024) throw new RangeError(`Pool(): processes must be at most 1024, got ${processes}`);
     this.#initializer = o.initializer === undefined || o.initializer === null ? null : toTaskSpec(o.initializer, 'Pool(): initializer');
@@ -337,7 +331,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   /** Python's apply_async: an AsyncResult, with optional callback/errorCallback. */
   applyAsync<F extends AnyFunction>(fn: PoolTask<F>, args?: Parameters<F>, options?: ApplyAsyncOptions<TaskResult<F>>): AsyncResult<TaskResult<F>> {
     const callSite = captureCallSite(this.applyAsync);
-    const o = optionsObject(options, 'Pool.applyAsync()') as ApplyAsyncOptions<TaskResult<F>>;
+    const o = optionsOf(options, 'Pool.applyAsync()') as ApplyAsyncOptions<TaskResult<F>>;
     checkCallbacks(o, 'Pool.applyAsync()');
     const result = new AsyncResult<TaskResult<F>>(o);
     this.#applyInto(fn, args, o, 'Pool.applyAsync()', callSite, (ok, value) => result.settle(ok, value), true);
@@ -422,7 +416,9 @@ export class Pool<I extends AnyFunction = AnyFunction> {
 
   #fnId(fn: unknown, caller: string): number {
     const spec = toTaskSpec(fn, caller);
-    const key = spec.kind === 'source' ? `s${spec.source}` : `m${spec.url}#${spec.exportName}`;
+    // The source itself is the key (toTaskSpec returns the same string for a function each call,
+    // and its hash is computed once): no string built per apply. A module task's is short.
+    const key = spec.kind === 'source' ? spec.source : `\0${spec.url}#${spec.exportName}`;
     let id = this.#fnIds.get(key);
     if (id === undefined) {
       id = this.#specs.length;
@@ -485,7 +481,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
       const fnId = this.#fnId(fn, caller);
       const a = args ?? [];
       if (!Array.isArray(a)) throw new TypeError(`${caller}: args must be an array, got ${describe(a)}`);
-      signal = checkSignal(optionsObject(options, caller).signal);
+      signal = checkSignal(optionsOf(options, caller).signal);
       let unwatch = (): void => undefined;
       job = new Batch(1, false, (ok, value) => {
         unwatch();
@@ -518,7 +514,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
 
   #mapAsyncResult(fn: unknown, items: unknown, options: MapAsyncOptions<any> | undefined, mode: Mode, caller: string, callSite: { stack?: string }): AsyncResult<any[]> {
     this.#checkRunning(caller);
-    const o = optionsObject(options, caller) as MapAsyncOptions<unknown[]>;
+    const o = optionsOf(options, caller) as MapAsyncOptions<unknown[]>;
     checkCallbacks(o, caller);
     const result = new AsyncResult<unknown[]>(o);
     this.#mapInto(fn, items, o, mode, caller, callSite, (ok, value) => result.settle(ok, value));
@@ -532,7 +528,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   ): void {
     const fnId = this.#fnId(fn, caller);
     checkItems(items, caller);
-    const o = optionsObject(options, caller);
+    const o = optionsOf(options, caller);
     const chunksize = checkOptionalInteger(o.chunksize, `${caller}: chunksize`, 1);
     const signal = checkSignal(o.signal);
     const submit = (input: unknown[]): void => {
@@ -571,7 +567,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     this.#checkRunning(caller);
     const fnId = this.#fnId(fn, caller);
     checkItems(items, caller);
-    const o = optionsObject(options, caller);
+    const o = optionsOf(options, caller);
     const chunksize = checkOptionalInteger(o.chunksize, `${caller}: chunksize`, 1) ?? 1;
     const signal = checkSignal(o.signal);
     return this.#streamRun(fnId, items as Items<unknown>, chunksize, ordered, signal, caller, callSite);

@@ -3,7 +3,7 @@
 // Items cross by v8.serialize, except numbers, strings, Buffers, booleans, null and undefined,
 // which have a faster encoding of their own. A producer's items arrive in the order it put them,
 // also when several puts wait for room at once: each queue object keeps its blocked puts in line.
-import { describe } from './describe';
+import { describe, optionsOf } from './describe';
 import { abortError, BufferTooShort, EOFError, Empty, Full } from './errors';
 import { Destination, Frame, Kind, NUMBER_BYTES, Ring, RingClosed } from './ring';
 import { Segment } from './segment';
@@ -59,12 +59,6 @@ function decodeFrame(frame: Frame): unknown {
     default:
       return decode(v8.deserialize(frame.bytes));
   }
-}
-
-function options(o: unknown, caller: string): Record<string, unknown> {
-  if (o === undefined || o === null) return {};
-  if (typeof o !== 'object') throw new TypeError(`${caller}: options must be an object, got ${describe(o)}`);
-  return o as Record<string, unknown>;
 }
 
 function checkCapacity(capacity: unknown, caller: string): number {
@@ -175,7 +169,7 @@ export class Queue<T = unknown> {
   private sender!: Sender;
 
   constructor(opts?: QueueOptions) {
-    const o = options(opts, `${new.target.name}()`);
+    const o = optionsOf(opts, `${new.target.name}()`);
     const maxsize = o.maxsize ?? 0;
     if (typeof maxsize !== 'number' || !Number.isInteger(maxsize)) {
       throw new TypeError(`${new.target.name}(): maxsize must be an integer, got ${describe(maxsize)}`);
@@ -199,7 +193,7 @@ export class Queue<T = unknown> {
   /** Resolves once the item is in the queue; rejects with mp.Full on timeout. */
   put(item: T, opts?: PutOptions): Promise<void> {
     try {
-      const o = options(opts, 'put');
+      const o = optionsOf(opts, 'put');
       return this.sender.put(item, checkTimeout(o.timeout), checkSignal(o.signal), 'Queue item');
     } catch (err) {
       return Promise.reject(err);
@@ -207,7 +201,7 @@ export class Queue<T = unknown> {
   }
 
   putSync(item: T, opts?: { timeout?: number }): void {
-    this.sender.putSync(item, checkTimeout(options(opts, 'putSync').timeout), 'Queue item');
+    this.sender.putSync(item, checkTimeout(optionsOf(opts, 'putSync').timeout), 'Queue item');
   }
 
   /** Throws mp.Full if there is no room now. */
@@ -218,7 +212,7 @@ export class Queue<T = unknown> {
   /** Resolves with the next item; rejects with mp.Empty on timeout. An aborted get takes no item. */
   get(opts?: GetOptions): Promise<T> {
     try {
-      const o = options(opts, 'get');
+      const o = optionsOf(opts, 'get');
       const timeout = checkTimeout(o.timeout);
       const signal = checkSignal(o.signal);
       if (!signal?.aborted) {
@@ -235,7 +229,7 @@ export class Queue<T = unknown> {
   }
 
   getSync(opts?: { timeout?: number }): T {
-    const timeout = checkTimeout(options(opts, 'getSync').timeout);
+    const timeout = checkTimeout(optionsOf(opts, 'getSync').timeout);
     try {
       return this.item(this.ring.tryGet() ?? runSync(this.ring.getPlan(timeout)));
     } catch (err) {
@@ -542,7 +536,7 @@ export interface PipeOptions {
 }
 
 export function Pipe<T = unknown>(opts?: PipeOptions): [Connection<T>, Connection<T>] {
-  const o = options(opts, 'Pipe()');
+  const o = optionsOf(opts, 'Pipe()');
   const duplex = o.duplex ?? true;
   if (typeof duplex !== 'boolean') throw new TypeError(`Pipe(): duplex must be a boolean, got ${describe(duplex)}`);
   const capacity = checkCapacity(o.capacity, 'Pipe()');

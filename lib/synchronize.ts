@@ -18,7 +18,7 @@ import { native } from './native';
 import { Segment } from './segment';
 import { kShare, registerKind, ShareDescription } from './shared';
 import { compileSource, toTaskSpec } from './task';
-import { describe } from './describe';
+import { describe, optionsOf } from './describe';
 import {
   checkSignal, checkTimeout, deadlineAfter, remaining, runAsync, runSync, wake, WaitPlan, WaitResult,
 } from './wait';
@@ -70,12 +70,6 @@ export interface AcquireOptions {
 export interface AcquireSyncOptions {
   blocking?: boolean;
   timeout?: number;
-}
-
-function checkOptions(options: unknown, caller: string): Record<string, unknown> {
-  if (options === undefined || options === null) return {};
-  if (typeof options !== 'object') throw new TypeError(`${caller}: options must be an object, got ${describe(options)}`);
-  return options as Record<string, unknown>;
 }
 
 function checkBlocking(blocking: unknown): boolean {
@@ -245,7 +239,7 @@ export class Lock extends Acquirable {
       this.w[START] = SELF_START;
       return true;
     }
-    const o = checkOptions(options, 'acquireSync');
+    const o = optionsOf(options, 'acquireSync');
     return runSync(this.acquirePlan(checkBlocking(o.blocking), checkTimeout(o.timeout)));
   }
 
@@ -256,7 +250,7 @@ export class Lock extends Acquirable {
       return Promise.resolve(true);
     }
     try {
-      const o = checkOptions(options, 'acquire');
+      const o = optionsOf(options, 'acquire');
       const signal = checkSignal(o.signal);
       return runAsync(this.acquirePlan(true, checkTimeout(o.timeout)), signal);
     } catch (err) {
@@ -470,13 +464,13 @@ export class Semaphore extends Acquirable {
     const w = this.w;
     const v = Atomics.load(w, 0);
     if (options === undefined && v > 0 && Atomics.compareExchange(w, 0, v, v - 1) === v) return true;
-    const o = checkOptions(options, 'acquireSync');
+    const o = optionsOf(options, 'acquireSync');
     return runSync(this.acquirePlan(checkBlocking(o.blocking), checkTimeout(o.timeout)));
   }
 
   acquire(options?: AcquireOptions): Promise<boolean> {
     try {
-      const o = checkOptions(options, 'acquire');
+      const o = optionsOf(options, 'acquire');
       const signal = checkSignal(o.signal);
       return runAsync(this.acquirePlan(true, checkTimeout(o.timeout)), signal);
     } catch (err) {
@@ -562,7 +556,7 @@ export class Event extends Primitive {
   wait(timeout?: number, options?: { signal?: AbortSignal }): Promise<boolean> {
     if (this.isSet()) return Promise.resolve(true);
     try {
-      const signal = checkSignal(checkOptions(options, 'wait').signal);
+      const signal = checkSignal(optionsOf(options, 'wait').signal);
       return runAsync(this.waitPlan(checkTimeout(timeout)), signal);
     } catch (err) {
       return Promise.reject(err);
@@ -650,7 +644,7 @@ export class Condition extends Primitive {
   /** Releases the lock, waits for a notify (or the timeout), re-acquires. True if notified. */
   wait(timeout?: number, options?: { signal?: AbortSignal }): Promise<boolean> {
     try {
-      const signal = checkSignal(checkOptions(options, 'wait').signal);
+      const signal = checkSignal(optionsOf(options, 'wait').signal);
       return runAsync(this.waitPlan(checkTimeout(timeout)), signal);
     } catch (err) {
       return Promise.reject(err);
@@ -789,7 +783,7 @@ export class Barrier extends Primitive {
       throw new TypeError(`Barrier(): parties must be an integer, got ${describe(parties)}`);
     }
     if (parties < 1 || parties > 0xffff) throw new RangeError(`Barrier(): parties must be between 1 and 65535, got ${parties}`);
-    const o = checkOptions(options, 'Barrier()');
+    const o = optionsOf(options, 'Barrier()');
     // The action may run in any process, so it crosses by source like a Process target.
     if (o.action !== undefined) toTaskSpec(o.action, 'Barrier(): action');
     this.defaultTimeout = checkTimeout(o.timeout, 'Barrier(): timeout');
