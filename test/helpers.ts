@@ -6,9 +6,14 @@ import * as path from 'path';
 export const ROOT = path.resolve(__dirname, '..');
 export const FIXTURES = path.join(__dirname, 'fixtures');
 
-/** Names of ours in /dev/shm (generated, tracked or not). */
+/**
+ * Names in /dev/shm that this test process may have made: its tree's tracked names (they carry
+ * the root's pid, this process's) and untracked ones. Tracked names of other trees (the other jest
+ * worker, a fixture) are theirs, and live as long as their tree does.
+ */
 export function ourShmNames(): string[] {
-  return fs.readdirSync('/dev/shm').filter((n) => n.startsWith('nmp_') || n.startsWith('nmpu_') || n.startsWith('nmptest_'));
+  const tree = `nmp_${process.pid.toString(36)}_`;
+  return fs.readdirSync('/dev/shm').filter((n) => n.startsWith(tree) || n.startsWith('nmpu_') || n.startsWith('nmptest_'));
 }
 
 /** Live (non-zombie) children of `pid`, from /proc. */
