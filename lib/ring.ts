@@ -1,17 +1,28 @@
 // A ring of messages in one shared segment: what Queue and Pipe stand on.
 //
-// Kill-safety comes from publication by a single store. The tail word (bytes written, mod 2**32)
-// is stored once, after the frame is written; the head word (bytes read) once, after the frame
-// was copied out. So a put or get killed half-way has either happened or not: no half message is
-// ever seen, and no message is lost or duplicated by a consumer killed between gets. The ring's
-// size is a power of two, so those counters place frames right across their wrap-around. Both
-// happen under one mutex, the lock word of synchronize.ts; whoever reclaims it from a dead holder
-// recounts the messages (the one figure a death between two stores can leave wrong).
+// Reserve, copy, publish. A producer reserves its frame under the ring's mutex (a few stores),
+// copies the payload with the mutex free, then publishes the frame by one store of its state word.
+// A consumer claims the oldest frame under the mutex, copies it out with the mutex free, and marks
+// it done; the space before the oldest frame not yet done is free again. So a producer's copy and
+// a consumer's copy overlap, and several of each stay correct: frames are claimed in the order
+// they were reserved (FIFO per producer), and each is claimed once.
+//
+// Kill-safety. Every frame in flight names its owner (pid and start time) in its head:
+// - a producer killed mid-copy leaves a frame in WRITING whose owner is gone: the consumer that
+//   reaches it skips it (the message was never sent, so a half-written frame is never read);
+// - a consumer killed mid-copy leaves a frame in READING whose owner is gone: a consumer that
+//   finds the ring empty takes it over and delivers it (so it is not lost, only late);
+// - a holder of the mutex killed between two of its stores is reclaimed by the next one (the
+//   lock word of synchronize.ts), who recounts the messages, the one figure such a death can leave
+//   wrong.
+// Positions are byte counters mod 2**32 over a power-of-two ring; frames are 16-byte aligned, so
+// a frame's head never wraps around the ring's end (its payload may).
 //
 // Messages larger than a quarter of the ring go out of line: the producer writes them to a named
 // segment registered with the tree's tracker (so the producer may die before anyone reads it) and
 // puts its name in the ring; the consumer copies it out and unlinks it.
 import { OwnerDiedError } from './errors';
+import { ownerGone, SELF_START } from './liveness';
 import { native } from './native';
 import { Segment } from './segment';
 import { Lock } from './synchronize';
@@ -19,8 +30,8 @@ import { forget, trackInTree, treeName } from './tracker';
 import { deadlineAfter, remaining, wake, WaitPlan, WaitResult } from './wait';
 
 // Int32 words of the header.
-const NOT_EMPTY = 2;   // bumped by every put: consumers sleep on it
-const NOT_FULL = 3;    // bumped by every get: producers sleep on it
+const NOT_EMPTY = 2;   // bumped by every publish: consumers sleep on it
+const NOT_FULL = 3;    // bumped by every finished get: producers sleep on it
 const CLOSED = 4;
 const SLEEP_GET = 5;   // consumers asleep (so producers know whether to wake anyone)
 const SLEEP_PUT = 6;
@@ -28,18 +39,41 @@ const UNFINISHED = 7;  // JoinableQueue: puts not yet matched by taskDone()
 const MAXSIZE = 8;
 const WRITER = 10;     // Pipe: the process holding the sending end
 const LOCK = 12;       // the ring's mutex: a Lock's three words, 12-14
-const TAIL = 16;       // bytes written, mod 2**32: the publication word of put
-const HEAD = 17;       // bytes read, mod 2**32: the publication word of get
-const COUNT = 18;      // messages in the ring
+const RESERVE = 16;    // bytes reserved by producers, mod 2**32
+const CLAIM = 17;      // bytes claimed by consumers
+const COUNT = 18;      // messages reserved and not yet claimed
+const HEAD = 19;       // bytes done with: everything before is free
 const DATA = 128;
 
-const FRAME_HEAD = 5;  // u32 length, u8 kind
+// A frame's head: four Int32 words, then the payload, padded to 16 bytes.
+const FRAME_HEAD = 16;
+const F_LENGTH = 0;
+const F_STATE = 1;     // state | kind << 8 | COUNTED
+const F_PID = 2;       // the owner while WRITING or READING
+const F_START = 3;     // the owner's start time
+const WRITING = 1;
+const READY = 2;
+const READING = 3;
+const DONE = 4;
+const STATE_MASK = 0xff;
+const COUNTED = 1 << 16;  // a JoinableQueue put: taskDone() owed
+
+/** Payloads up to this size are copied under the mutex, as one step: cheaper than publishing. */
+const COPY_UNDER_LOCK = 256;
+/** What claim() returns when there is nothing to claim now. */
+const EMPTY = -1;
+const BUSY = -2;       // the oldest frame is being written by a live producer
+
 const SPINS = 2000;
+/** Spins for a frame being written: a 64 KiB copy takes ~5-10 µs, a sleep and wake ~30 µs. */
+const BUSY_SPINS = 40000;
 const LOCK_SPINS = 20000;
 /** A producer waiting for room looks again this often (consumers wake it only at half empty). */
 const PUT_SLICE_MS = 5;
 /** How often a sleeper looks at whether a Pipe's writer is still alive. */
 const WRITER_CHECK_MS = 100;
+/** How often a sleeper looks at whether the owner of a frame in flight is still alive. */
+const OWNER_CHECK_MS = 100;
 
 export const enum Kind {
   Serialized = 0,
@@ -70,18 +104,21 @@ export interface Frame {
 
 /** Stands for a number's 8 payload bytes where only their length matters. */
 export const NUMBER_BYTES = new Uint8Array(8);
-/** Where a number is laid out as bytes when its frame wraps around the ring's end. */
-const scratchNumber = new Float64Array(1);
-const scratchNumberBytes = new Uint8Array(scratchNumber.buffer);
 
 /** Thrown by get() on a ring that is closed and drained. */
 export class RingClosed extends Error {
   override name = 'RingClosed';
 }
 
+function frameSize(length: number): number {
+  return FRAME_HEAD + ((length + 15) & ~15);
+}
+
 export class Ring {
   readonly seg: Segment;
   private readonly w: Int32Array;
+  /** The data area as words, for frame heads. */
+  private readonly fw: Int32Array;
   private readonly bytes: Uint8Array;
   private readonly view: DataView;
   private readonly lock: Lock;
@@ -93,6 +130,7 @@ export class Ring {
     this.w = new Int32Array(seg.buffer, 0, DATA / 4);
     this.capacity = seg.size - DATA;
     this.mask = this.capacity - 1;
+    this.fw = new Int32Array(seg.buffer, DATA, this.capacity / 4);
     this.bytes = new Uint8Array(seg.buffer, DATA, this.capacity);
     this.view = new DataView(seg.buffer, DATA, this.capacity);
     this.lock = Lock.over(seg, 4 * LOCK);
@@ -100,7 +138,7 @@ export class Ring {
 
   /** `capacity` is rounded up to a power of two. */
   static create(capacity: number, maxsize: number): Ring {
-    const ring = new Ring(Segment.create(DATA + 2 ** Math.ceil(Math.log2(capacity)), true));
+    const ring = new Ring(Segment.create(DATA + 2 ** Math.ceil(Math.log2(Math.max(capacity, 64))), true));
     ring.w[MAXSIZE] = maxsize;
     ring.w[WRITER] = process.pid;
     return ring;
@@ -114,13 +152,9 @@ export class Ring {
     return this.w[MAXSIZE];
   }
 
-  /** Messages in the ring (exact at the instant of the two loads, as Python's is approximate). */
+  /** Messages not yet taken (exact at the instant of the loads, as Python's is approximate). */
   qsize(): number {
-    return Atomics.load(this.w, TAIL) === Atomics.load(this.w, HEAD) ? 0 : Math.max(1, Atomics.load(this.w, COUNT));
-  }
-
-  private isEmpty(): boolean {
-    return Atomics.load(this.w, TAIL) === Atomics.load(this.w, HEAD);
+    return Atomics.load(this.w, RESERVE) === Atomics.load(this.w, CLAIM) ? 0 : Math.max(1, Atomics.load(this.w, COUNT));
   }
 
   get closed(): boolean {
@@ -154,8 +188,7 @@ export class Ring {
     if (this.lock.tryAcquire()) return;
     for (;;) {
       try {
-        // Held for a frame's copy (64 KiB take ~5 µs): spin past that rather than sleep and pay a
-        // wake-up (~30 µs) per message.
+        // Held for a few stores: spin past that rather than sleep and pay a wake-up.
         yield* this.lock.acquirePlan(true, undefined, LOCK_SPINS);
         return;
       } catch (err) {
@@ -171,19 +204,163 @@ export class Ring {
   private recount(): void {
     const w = this.w;
     let n = 0;
-    for (let at = w[HEAD]; at !== w[TAIL]; n++) {
-      const pos = at & this.mask;
-      const len = this.frameLength(pos);
-      at = (at + FRAME_HEAD + len) | 0;
-    }
+    for (let at = w[CLAIM]; at !== w[RESERVE]; n++) at = (at + frameSize(this.fw[(at & this.mask) >>> 2])) | 0;
     w[COUNT] = n;
   }
 
-  private frameLength(pos: number): number {
-    if (pos + 4 <= this.capacity) return this.view.getUint32(pos, true);
-    let len = 0;
-    for (let i = 3; i >= 0; i--) len = len * 256 + this.bytes[(pos + i) & this.mask];
-    return len;
+  /** A hint, read without the mutex: is the oldest unclaimed frame ready to be claimed? */
+  private readyHint(): boolean {
+    const at = Atomics.load(this.w, CLAIM);
+    if (at === Atomics.load(this.w, RESERVE)) return false;
+    return (Atomics.load(this.fw, ((at & this.mask) >>> 2) + F_STATE) & STATE_MASK) !== WRITING;
+  }
+
+  // Producers.
+
+  /**
+   * With the mutex held: reserves the frame and writes its head (and, for a small one, its
+   * payload). Returns its position, or -1 when there is no room (the mutex still held).
+   */
+  private reserve(frame: Frame, countTask: boolean): number {
+    const w = this.w;
+    if (w[CLOSED] === 1) {
+      this.lock.release();
+      throw new RingClosed('the queue is closed');
+    }
+    const length = frame.bytes.length;
+    const need = frameSize(length);
+    const max = w[MAXSIZE];
+    if (max > 0 && w[COUNT] >= max) return -1;
+    const at = w[RESERVE];
+    if (this.capacity - ((at - Atomics.load(w, HEAD)) >>> 0) < need) {
+      this.advanceHead();  // a consumer killed between its two last steps may have left it behind
+      if (this.capacity - ((at - Atomics.load(w, HEAD)) >>> 0) < need) return -1;
+    }
+    const pos = at & this.mask;
+    const i = pos >>> 2;
+    const fw = this.fw;
+    fw[i + F_LENGTH] = length;
+    fw[i + F_PID] = process.pid;
+    fw[i + F_START] = SELF_START;
+    const tag = (frame.kind << 8) | (countTask ? COUNTED : 0);
+    if (length <= COPY_UNDER_LOCK) {
+      this.writePayload(pos, frame);
+      Atomics.store(fw, i + F_STATE, READY | tag);
+    } else {
+      Atomics.store(fw, i + F_STATE, WRITING | tag);
+    }
+    if (countTask) Atomics.add(w, UNFINISHED, 1);
+    w[COUNT]++;
+    Atomics.store(w, RESERVE, (at + need) | 0);
+    return pos;
+  }
+
+  /** With the mutex held: reserves, releases the mutex, copies, publishes. False: no room. */
+  private putLocked(frame: Frame, countTask: boolean): boolean {
+    const pos = this.reserve(frame, countTask);
+    this.lock.release();
+    if (pos < 0) return false;
+    const state = (pos >>> 2) + F_STATE;
+    const word = this.fw[state];
+    if ((word & STATE_MASK) === WRITING) {
+      this.writePayload(pos, frame);
+      Atomics.store(this.fw, state, (word & ~STATE_MASK) | READY);
+    }
+    const w = this.w;
+    Atomics.add(w, NOT_EMPTY, 1);
+    if (Atomics.load(w, SLEEP_GET) > 0) this.wakeWord(NOT_EMPTY, 1);
+    return true;
+  }
+
+  // Consumers.
+
+  /**
+   * With the mutex held: claims the oldest frame and returns its position, skipping frames whose
+   * producer died mid-copy; or EMPTY, or BUSY while a live producer is still writing it. On an
+   * empty ring, takes over a frame whose consumer died mid-copy, if there is one.
+   */
+  private claim(): number {
+    const w = this.w;
+    const fw = this.fw;
+    for (;;) {
+      const at = w[CLAIM];
+      if (at === w[RESERVE]) return this.takeOverFromDeadReader();
+      const i = (at & this.mask) >>> 2;
+      const word = Atomics.load(fw, i + F_STATE);
+      const next = (at + frameSize(fw[i + F_LENGTH])) | 0;
+      if ((word & STATE_MASK) === WRITING) {
+        if (!ownerGone(fw[i + F_PID], fw[i + F_START])) return BUSY;
+        // Its producer died mid-copy: the message was never sent.
+        Atomics.store(fw, i + F_STATE, (word & ~STATE_MASK) | DONE);
+        w[COUNT]--;
+        Atomics.store(w, CLAIM, next);
+        if (word & COUNTED) this.taskDone();
+        this.advanceHead();
+        continue;
+      }
+      // READY; or READING, left by a consumer that died holding the mutex: ours now either way.
+      fw[i + F_PID] = process.pid;
+      fw[i + F_START] = SELF_START;
+      Atomics.store(fw, i + F_STATE, (word & ~STATE_MASK) | READING);
+      w[COUNT]--;
+      Atomics.store(w, CLAIM, next);
+      // Another consumer asleep and another frame ready: pass the wake-up on.
+      if (Atomics.load(w, SLEEP_GET) > 0 && this.readyHint()) this.wakeWord(NOT_EMPTY, 1);
+      return at & this.mask;
+    }
+  }
+
+  /** A claimed frame whose consumer died before finishing it, made this process's; or EMPTY. */
+  private takeOverFromDeadReader(): number {
+    const w = this.w;
+    const fw = this.fw;
+    const end = w[CLAIM];
+    for (let at = Atomics.load(w, HEAD); at !== end;) {
+      const i = (at & this.mask) >>> 2;
+      const word = Atomics.load(fw, i + F_STATE);
+      if ((word & STATE_MASK) === READING && ownerGone(fw[i + F_PID], fw[i + F_START])) {
+        fw[i + F_PID] = process.pid;
+        fw[i + F_START] = SELF_START;
+        return at & this.mask;
+      }
+      at = (at + frameSize(fw[i + F_LENGTH])) | 0;
+    }
+    return EMPTY;
+  }
+
+  /** Copies a claimed frame out (the mutex free), marks it done, and frees what it can. */
+  private take(pos: number, into?: Destination): Frame {
+    const frame = this.read(pos, into);
+    const state = (pos >>> 2) + F_STATE;
+    Atomics.store(this.fw, state, (this.fw[state] & ~STATE_MASK) | DONE);
+    this.advanceHead();
+    const w = this.w;
+    Atomics.add(w, NOT_FULL, 1);
+    // Producers wait for room: wake them once half the ring is free, not after every get (a full
+    // ring otherwise ping-pongs one message per wake-up: 64 KiB messages went 2x slower). A
+    // producer whose frame fits sooner finds out itself: it sleeps in PUT_SLICE_MS slices.
+    if (Atomics.load(w, SLEEP_PUT) > 0) {
+      const used = (Atomics.load(w, RESERVE) - Atomics.load(w, HEAD)) >>> 0;
+      const max = w[MAXSIZE];
+      if (used <= this.capacity / 2 || (max > 0 && Atomics.load(w, COUNT) < max)) this.wakeWord(NOT_FULL, 0x7fffffff);
+    }
+    return frame;
+  }
+
+  /**
+   * Moves HEAD past the frames that are done. Lock-free: consumers finish out of order, and each
+   * one that finishes tries; a CAS lets one win each step, and the others look again.
+   */
+  private advanceHead(): void {
+    const w = this.w;
+    const fw = this.fw;
+    for (;;) {
+      const h = Atomics.load(w, HEAD);
+      if (h === Atomics.load(w, CLAIM)) return;
+      const i = (h & this.mask) >>> 2;
+      if ((Atomics.load(fw, i + F_STATE) & STATE_MASK) !== DONE) return;
+      Atomics.compareExchange(w, HEAD, h, (h + frameSize(fw[i + F_LENGTH])) | 0);
+    }
   }
 
   // The uncontended paths: one CAS for the mutex, no plan, no waiting.
@@ -194,65 +371,17 @@ export class Ring {
     return this.putLocked(frame, countTask);
   }
 
-  /** Takes a frame now if the mutex is free and one is there; null to take the slow path. */
+  /** Takes a frame now if the mutex is free and one is ready; null to take the slow path. */
   tryGet(): Frame | null {
-    if (this.isEmpty() || !this.lock.tryAcquire()) return null;
-    if (this.isEmpty()) {
-      this.lock.release();
-      return null;
-    }
-    return this.getLocked();
-  }
-
-  /** With the mutex held: writes and publishes if there is room (and releases), else keeps it. */
-  private putLocked(frame: Frame, countTask: boolean): boolean {
-    const w = this.w;
-    if (w[CLOSED] === 1) {
-      this.lock.release();
-      throw new RingClosed('the queue is closed');
-    }
-    const need = FRAME_HEAD + frame.bytes.length;
-    const tail = w[TAIL];
-    const used = (tail - w[HEAD]) >>> 0;
-    const max = w[MAXSIZE];
-    if (this.capacity - used < need || (max > 0 && w[COUNT] >= max)) {
-      this.lock.release();
-      return false;
-    }
-    this.write(tail & this.mask, frame);
-    if (countTask) Atomics.add(w, UNFINISHED, 1);
-    w[COUNT]++;
-    Atomics.store(w, TAIL, (tail + need) | 0);
-    Atomics.add(w, NOT_EMPTY, 1);
+    if (!this.readyHint() || !this.lock.tryAcquire()) return null;
+    const pos = this.claim();
     this.lock.release();
-    if (Atomics.load(w, SLEEP_GET) > 0) this.wakeWord(NOT_EMPTY, 1);
-    return true;
-  }
-
-  /** With the mutex held and a frame there: copies it out, publishes, releases. */
-  private getLocked(into?: Destination): Frame {
-    const w = this.w;
-    const head = w[HEAD];
-    const frame = this.read(head & this.mask, into);
-    const count = --w[COUNT];
-    const newHead = (head + FRAME_HEAD + frame.bytes.length) | 0;
-    Atomics.store(w, HEAD, newHead);
-    Atomics.add(w, NOT_FULL, 1);
-    this.lock.release();
-    // Producers wait for room: wake them once half the ring is free, not after every get (a full
-    // ring otherwise ping-pongs one message per wake-up: 64 KiB messages went 2x slower). A
-    // producer whose frame fits sooner finds out itself: it sleeps in PUT_SLICE_MS slices.
-    if (Atomics.load(w, SLEEP_PUT) > 0) {
-      const used = (Atomics.load(w, TAIL) - newHead) >>> 0;
-      const max = w[MAXSIZE];
-      if (used <= this.capacity / 2 || (max > 0 && count < max)) this.wakeWord(NOT_FULL, 0x7fffffff);
-    }
-    return frame;
+    return pos < 0 ? null : this.take(pos);
   }
 
   /** True when a frame of `length` payload bytes must go out of line. */
   outOfLine(length: number): boolean {
-    return FRAME_HEAD + length > this.capacity / 4;
+    return frameSize(length) > this.capacity / 4;
   }
 
   /** Writes a message too large for the ring to a named segment and returns the frame to put. */
@@ -321,6 +450,12 @@ export class Ring {
     }
   }
 
+  /** Spins while the oldest frame is being written (BUSY), so a short copy costs no sleep. */
+  private spinWhileBusy(): void {
+    const w = this.w;
+    for (let n = 0; n < BUSY_SPINS && !this.readyHint() && Atomics.load(w, CLAIM) !== Atomics.load(w, RESERVE); n++);
+  }
+
   /**
    * Takes one frame. Returns undefined on timeout (empty); throws RingClosed once closed and
    * drained. A Pipe's reader also ends when the writer's process is gone.
@@ -332,18 +467,31 @@ export class Ring {
     // sleep (a kill() and a /proc read per recv); at once only for a call that must answer now.
     let checkWriter = watchWriter && timeout === 0;
     for (;;) {
-      // Spin a little without the lock: a busy producer refills before we would have slept.
-      for (let n = 0; n < SPINS && this.isEmpty() && w[CLOSED] === 0; n++);
+      // Spin a little without the mutex: a busy producer refills before we would have slept.
+      for (let n = 0; n < SPINS && !this.readyHint() && w[CLOSED] === 0; n++);
       yield* this.locked();
-      if (!this.isEmpty()) return this.getLocked(into);
-      if (w[CLOSED] === 1 || (checkWriter && native.processGone(w[WRITER]))) {
+      // Read before looking: a publish after the look bumps it, so the sleep below returns at once.
+      const seen = Atomics.load(w, NOT_EMPTY);
+      const pos = this.claim();
+      if (pos >= 0) {
+        this.lock.release();
+        return this.take(pos, into);
+      }
+      if (pos === EMPTY && (w[CLOSED] === 1 || (checkWriter && native.processGone(w[WRITER])))) {
         this.lock.release();
         throw new RingClosed('the queue is closed');
       }
-      const seen = Atomics.load(w, NOT_EMPTY);
-      Atomics.add(w, SLEEP_GET, 1);
+      // Frames claimed by others and not done: if one of them dies, its frame comes back.
+      const inFlight = Atomics.load(w, HEAD) !== w[CLAIM];
       this.lock.release();
-      const left = remaining(deadline, watchWriter ? WRITER_CHECK_MS : Infinity);
+      if (pos === BUSY) {
+        this.spinWhileBusy();
+        if (this.readyHint()) continue;
+      }
+      // No wake-up is lost after `seen`: a publish bumps NOT_EMPTY before it looks at SLEEP_GET.
+      Atomics.add(w, SLEEP_GET, 1);
+      const cap = pos === BUSY || inFlight ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : Infinity;
+      const left = remaining(deadline, cap);
       if (left === 0) {
         Atomics.sub(w, SLEEP_GET, 1);
         return undefined;
@@ -363,19 +511,45 @@ export class Ring {
     const w = this.w;
     let checkWriter = watchWriter && timeout === 0;  // as in getPlan
     for (;;) {
-      if (!this.isEmpty()) return true;
+      if (this.readyHint()) return true;
       if (w[CLOSED] === 1 || (checkWriter && native.processGone(w[WRITER]))) return true;
       const seen = Atomics.load(w, NOT_EMPTY);
-      if (!this.isEmpty()) return true;
-      const left = remaining(deadline, watchWriter ? WRITER_CHECK_MS : Infinity);
+      if (this.readyHint()) return true;
+      const busy = Atomics.load(w, CLAIM) !== Atomics.load(w, RESERVE);
+      const left = remaining(deadline, busy ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : Infinity);
       if (left === 0) return false;
       Atomics.add(w, SLEEP_GET, 1);
       try {
         const result = yield this.at(NOT_EMPTY, seen, left);
         checkWriter = watchWriter && result === WaitResult.TimedOut;
+        // A frame stuck in WRITING: its producer may have died; a claim skips it if so.
+        if (busy && result === WaitResult.TimedOut) yield* this.skipDeadWriters();
       } finally {
         Atomics.sub(w, SLEEP_GET, 1);
       }
+    }
+  }
+
+  /** Under the mutex: drops the frames at the front whose producer died mid-copy. */
+  private *skipDeadWriters(): WaitPlan<void> {
+    yield* this.locked();
+    const w = this.w;
+    const fw = this.fw;
+    try {
+      for (;;) {
+        const at = w[CLAIM];
+        if (at === w[RESERVE]) return;
+        const i = (at & this.mask) >>> 2;
+        const word = Atomics.load(fw, i + F_STATE);
+        if ((word & STATE_MASK) !== WRITING || !ownerGone(fw[i + F_PID], fw[i + F_START])) return;
+        Atomics.store(fw, i + F_STATE, (word & ~STATE_MASK) | DONE);
+        w[COUNT]--;
+        Atomics.store(w, CLAIM, (at + frameSize(fw[i + F_LENGTH])) | 0);
+        if (word & COUNTED) this.taskDone();
+        this.advanceHead();
+      }
+    } finally {
+      this.lock.release();
     }
   }
 
@@ -401,41 +575,25 @@ export class Ring {
     }
   }
 
-  private write(pos: number, frame: Frame): void {
-    const len = frame.bytes.length;
-    if (pos + FRAME_HEAD <= this.capacity) {
-      this.view.setUint32(pos, len, true);
-      this.bytes[pos + 4] = frame.kind;
-    } else {
-      for (let i = 0; i < 4; i++) this.bytes[(pos + i) & this.mask] = (len >>> (8 * i)) & 0xff;
-      this.bytes[(pos + 4) & this.mask] = frame.kind;
-    }
+  /** The payload of a frame whose head is at `pos` (16-aligned: a number never wraps). */
+  private writePayload(pos: number, frame: Frame): void {
     const start = (pos + FRAME_HEAD) & this.mask;
     if (frame.kind === Kind.Number) {
-      if (start + 8 <= this.capacity) {
-        this.view.setFloat64(start, frame.num!, true);
-      } else {
-        scratchNumber[0] = frame.num!;  // little-endian, as DataView writes it above
-        this.copyIn(start, scratchNumberBytes);
-      }
+      this.view.setFloat64(start, frame.num!, true);
       return;
     }
-    this.copyIn(start, frame.bytes);
-  }
-
-  private copyIn(pos: number, src: Uint8Array): void {
-    const first = Math.min(src.length, this.capacity - pos);
-    this.bytes.set(first === src.length ? src : src.subarray(0, first), pos);
+    const src = frame.bytes;
+    const first = Math.min(src.length, this.capacity - start);
+    this.bytes.set(first === src.length ? src : src.subarray(0, first), start);
     if (first < src.length) this.bytes.set(src.subarray(first), 0);
   }
 
   private read(pos: number, into?: Destination): Frame {
-    const len = this.frameLength(pos);
-    const kind = this.bytes[(pos + 4) & this.mask] as Kind;
+    const i = pos >>> 2;
+    const len = this.fw[i + F_LENGTH];
+    const kind = ((this.fw[i + F_STATE] >>> 8) & 0xff) as Kind;
     const start = (pos + FRAME_HEAD) & this.mask;
-    if (kind === Kind.Number && start + 8 <= this.capacity) {
-      return { kind, bytes: NUMBER_BYTES, num: this.view.getFloat64(start, true) };
-    }
+    if (kind === Kind.Number) return { kind, bytes: NUMBER_BYTES, num: this.view.getFloat64(start, true) };
     // Copied out of shared memory before anyone may overwrite it (v8.deserialize would alias it):
     // into the caller's buffer when it asked for bytes and they fit, else into a new one.
     const fits = into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
@@ -443,7 +601,6 @@ export class Ring {
     const first = Math.min(len, this.capacity - start);
     out.set(this.bytes.subarray(start, start + first), 0);
     if (first < len) out.set(this.bytes.subarray(0, len - first), first);
-    if (kind === Kind.Number) return { kind, bytes: out, num: new DataView(out.buffer, out.byteOffset, 8).getFloat64(0, true) };
     return { kind, bytes: out };
   }
 }

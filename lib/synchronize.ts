@@ -15,6 +15,7 @@ import { threadId } from 'worker_threads';
 import { adopted, allocate, Block, release, releaseOnCollect, retain, setChunkLock } from './arena';
 import { BrokenBarrierError, OwnerDiedError, releasedTooManyTimes } from './errors';
 import { native } from './native';
+import { SELF_START, startTimeOf } from './liveness';
 import { Segment } from './segment';
 import { kShare, registerKind, ShareDescription } from './shared';
 import { compileSource, toTaskSpec } from './task';
@@ -36,18 +37,6 @@ const ALL = 0x7fffffff;
 const LOCK_WORDS = 3;
 const START = 2;
 
-/** A process's start time in clock ticks since boot (low 32 bits), or 0 if /proc cannot say. */
-function startTimeOf(pid: number): number {
-  try {
-    const stat = (require('fs') as typeof import('fs')).readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]) % 2 ** 32 | 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** This process's start time, as the owner of a lock records it. */
-const SELF_START = startTimeOf(process.pid);
 /** What a closed primitive's words become: a view of nothing, so any use of it throws. */
 const CLOSED_WORDS = ((): Int32Array => {
   const words = new Int32Array(4);

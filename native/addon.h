@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "spawn.h"
+#include "uring_waiter.h"
 #include "waiter.h"
 
 namespace mp {
@@ -24,7 +25,9 @@ class Addon : public Napi::Addon<Addon> {
   Addon(Napi::Env env, Napi::Object exports);
   ~Addon();
 
-  // Async futex waits (sync_binding.cc).
+  // Async futex waits (sync_binding.cc): by io_uring, polled on the event loop, where the kernel
+  // has it; else by waiter threads that report through wait_tsfn.
+  struct UringPoll* uring = nullptr;  // owned by the event loop's handle; see sync_binding.cc
   std::unique_ptr<Waiter> waiter;
   Napi::ThreadSafeFunction wait_tsfn;
   Napi::FunctionReference wait_callback;

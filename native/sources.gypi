@@ -7,6 +7,7 @@
       'native/shm.cc',
       'native/futex.cc',
       'native/waiter.cc',
+      'native/uring_waiter.cc',
       'native/tracker.cc',
       'native/spawn.cc',
     ],

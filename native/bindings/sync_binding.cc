@@ -1,5 +1,9 @@
 // JS boundary of futex.h and waiter.h. The uncontended paths of every lock live in JS (Atomics on
 // the shared words); JS calls down here only to sleep or to wake sleepers.
+#include <uv.h>
+
+#include <cstdlib>
+
 #include "../addon.h"
 #include "../errors.h"
 #include "../futex.h"
@@ -41,16 +45,81 @@ Napi::Value FutexWake(const Napi::CallbackInfo& info) {
   }
 }
 
-// Runs on the JS thread whenever a waiter thread reports completions.
-void DeliverWaits(Napi::Env env) {
+// Runs on the JS thread whenever completions are ready.
+void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done) {
   Addon* addon = env.GetInstanceData<Addon>();
-  if (addon == nullptr || !addon->waiter || addon->wait_callback.IsEmpty()) return;
+  if (addon == nullptr || addon->wait_callback.IsEmpty()) return;
   Napi::Function dispatcher = addon->wait_callback.Value();
-  for (const Waiter::Completion& c : addon->waiter->Drain()) {
+  for (const Waiter::Completion& c : done) {
     if (addon->live_waits.erase(c.id) == 0) continue;  // cancelled meanwhile
     dispatcher.Call({Napi::Number::New(env, static_cast<double>(c.id)), Napi::Number::New(env, c.result)});
   }
   addon->UpdateWaitRef(env);
+}
+
+}  // namespace
+
+// The io_uring waiter and the event-loop handle that watches its fd. It outlives the Addon's
+// use of it: the environment's async cleanup hook closes the handle, and the close callback
+// frees both.
+struct UringPoll {
+  uv_poll_t handle;
+  napi_env env;
+  std::unique_ptr<UringWaiter> waiter;
+  std::unique_ptr<Napi::AsyncContext> context;
+  napi_async_cleanup_hook_handle cleanup = nullptr;
+};
+
+namespace {
+
+void OnUringReadable(uv_poll_t* handle, int status, int events) {
+  auto* up = static_cast<UringPoll*>(handle->data);
+  Napi::Env env(up->env);
+  Napi::HandleScope scope(env);
+  // A callback scope, so that the promises resolved below run their reactions before we return.
+  Napi::CallbackScope callback(env, *up->context);
+  // The JS dispatcher never throws: anything failing here fails because Node is tearing the
+  // environment down, when there is nobody left to tell.
+  try {
+    DeliverWaits(env, up->waiter->Drain());
+  } catch (...) {
+  }
+}
+
+void CloseUring(napi_async_cleanup_hook_handle hook, void* data) {
+  auto* up = static_cast<UringPoll*>(data);
+  Addon* addon = Napi::Env(up->env).GetInstanceData<Addon>();
+  if (addon != nullptr) addon->uring = nullptr;
+  uv_poll_stop(&up->handle);
+  uv_close(reinterpret_cast<uv_handle_t*>(&up->handle), [](uv_handle_t* h) {
+    auto* closed = static_cast<UringPoll*>(h->data);
+    napi_remove_async_cleanup_hook(closed->cleanup);
+    delete closed;  // closes the ring: the kernel drops the waits still pending
+  });
+}
+
+// io_uring with its fd polled by this environment's event loop, or null where the kernel (or a
+// seccomp filter, or NMP_NO_IO_URING=1) says no.
+UringPoll* StartUring(Napi::Env env) {
+  const char* off = getenv("NMP_NO_IO_URING");
+  if (off != nullptr && off[0] != '\0' && off[0] != '0') return nullptr;
+  std::unique_ptr<UringWaiter> waiter = UringWaiter::Create();
+  if (!waiter) return nullptr;
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) return nullptr;
+  auto* up = new UringPoll();
+  up->env = env;
+  up->handle.data = up;
+  if (uv_poll_init(loop, &up->handle, waiter->fd()) != 0) {
+    delete up;
+    return nullptr;
+  }
+  up->waiter = std::move(waiter);
+  up->context = std::make_unique<Napi::AsyncContext>(env, "node-multiprocessing:wait");
+  uv_poll_start(&up->handle, UV_READABLE, OnUringReadable);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&up->handle));
+  napi_add_async_cleanup_hook(env, CloseUring, up, &up->cleanup);
+  return up;
 }
 
 // Sets the JS function that receives (id, result). It may be set again (a test runner loads our
@@ -60,17 +129,17 @@ Napi::Value SetWaitCallback(const Napi::CallbackInfo& info) {
   if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setWaitCallback: expected a function");
   Addon* addon = info.Env().GetInstanceData<Addon>();
   addon->wait_callback = Napi::Persistent(info[0].As<Napi::Function>());
-  if (addon->waiter) return info.Env().Undefined();
+  if (addon->uring != nullptr || addon->waiter) return info.Env().Undefined();
+  addon->uring = StartUring(info.Env());
+  if (addon->uring != nullptr) return info.Env().Undefined();
   addon->wait_tsfn = Napi::ThreadSafeFunction::New(info.Env(), Napi::Function(), "node-multiprocessing:wait", 0, 1);
   addon->wait_tsfn.Unref(info.Env());
   Napi::ThreadSafeFunction tsfn = addon->wait_tsfn;
   addon->waiter = std::make_unique<Waiter>([tsfn]() mutable {
     tsfn.NonBlockingCall([](Napi::Env env, Napi::Function) {
-      // The JS dispatcher never throws: anything that fails in here fails because Node is
-      // tearing the environment down, when there is nobody left to tell; escaping, it would
-      // terminate the process.
       try {
-        DeliverWaits(env);
+        Addon* a = env.GetInstanceData<Addon>();
+        if (a != nullptr && a->waiter) DeliverWaits(env, a->waiter->Drain());
       } catch (...) {
       }
     });
@@ -84,10 +153,16 @@ Napi::Value SetWaitCallback(const Napi::CallbackInfo& info) {
 Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
   RequireArgs(info, 4, "futexWaitAsync");
   Addon* addon = info.Env().GetInstanceData<Addon>();
-  if (!addon->waiter) throw Napi::Error::New(info.Env(), "futexWaitAsync: no wait callback set");
+  if (addon->uring == nullptr && !addon->waiter) throw Napi::Error::New(info.Env(), "futexWaitAsync: no wait callback set");
   uint32_t* word = WordArg(info, 0);
   uint32_t expected = static_cast<uint32_t>(IntArg(info, 2, "expected"));
-  uint64_t id = addon->waiter->Add(word, expected, TimeoutMsArg(info, 3));
+  int64_t timeout_ms = TimeoutMsArg(info, 3);
+  uint64_t id;
+  try {
+    id = addon->uring != nullptr ? addon->uring->waiter->Add(word, expected, timeout_ms) : addon->waiter->Add(word, expected, timeout_ms);
+  } catch (const SysFail& f) {
+    ThrowSysFail(info.Env(), f);
+  }
   addon->live_waits.insert(id);
   addon->UpdateWaitRef(info.Env());
   return Napi::Number::New(info.Env(), static_cast<double>(id));
@@ -97,11 +172,23 @@ Napi::Value FutexCancel(const Napi::CallbackInfo& info) {
   RequireArgs(info, 1, "futexCancel");
   Addon* addon = info.Env().GetInstanceData<Addon>();
   uint64_t id = static_cast<uint64_t>(IntArg(info, 0, "id"));
-  if (addon->waiter && addon->live_waits.erase(id) != 0) {
-    addon->waiter->Cancel(id);
+  if (addon->live_waits.erase(id) != 0) {
+    try {
+      if (addon->uring != nullptr) addon->uring->waiter->Cancel(id);
+      else if (addon->waiter) addon->waiter->Cancel(id);
+    } catch (const SysFail& f) {
+      ThrowSysFail(info.Env(), f);
+    }
     addon->UpdateWaitRef(info.Env());
   }
   return info.Env().Undefined();
+}
+
+// 'io_uring' or 'thread': how async waits are served here (for the bench and the tests).
+Napi::Value WaitBackend(const Napi::CallbackInfo& info) {
+  Addon* addon = info.Env().GetInstanceData<Addon>();
+  if (addon->uring != nullptr) return Napi::String::New(info.Env(), "io_uring");
+  return addon->waiter ? Napi::String::New(info.Env(), "thread") : info.Env().Undefined();
 }
 
 Napi::Value ProcessGone(const Napi::CallbackInfo& info) {
@@ -113,6 +200,11 @@ Napi::Value ProcessGone(const Napi::CallbackInfo& info) {
 
 // A pending wait keeps the event loop alive, as a pending read would; no wait, no hold.
 void Addon::UpdateWaitRef(Napi::Env env) {
+  if (uring != nullptr) {
+    auto* handle = reinterpret_cast<uv_handle_t*>(&uring->handle);
+    if (live_waits.empty()) uv_unref(handle); else uv_ref(handle);
+    return;
+  }
   if (!wait_tsfn) return;
   if (live_waits.empty()) {
     wait_tsfn.Unref(env);
@@ -127,6 +219,7 @@ void InitSync(Napi::Env env, Napi::Object exports) {
   exports.Set("setWaitCallback", Napi::Function::New(env, SetWaitCallback, "setWaitCallback"));
   exports.Set("futexWaitAsync", Napi::Function::New(env, FutexWaitAsync, "futexWaitAsync"));
   exports.Set("futexCancel", Napi::Function::New(env, FutexCancel, "futexCancel"));
+  exports.Set("waitBackend", Napi::Function::New(env, WaitBackend, "waitBackend"));
   exports.Set("processGone", Napi::Function::New(env, ProcessGone, "processGone"));
 }
 

@@ -1,6 +1,7 @@
 // Tests of the C++ core (no Node), built under ASan and UBSan and run by ctest.
 // Prints one line per check and, last, "N passed, N failed".
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -21,6 +22,7 @@
 #include "../spawn.h"
 #include "../sysfail.h"
 #include "../tracker.h"
+#include "../uring_waiter.h"
 #include "../waiter.h"
 
 namespace {
@@ -163,6 +165,60 @@ void TestWaiter() {
   for (auto& c : got) all_woken = all_woken && c.result != mp::futex::kTimedOut;
   Check(all_woken, "waiter: 298 waits on distinct words all complete when woken");
   Check(notified.load() > 0, "waiter: completions are notified");
+}
+
+// The io_uring waiter, where this kernel has IORING_OP_FUTEX_WAIT: a wake from another process
+// completes a wait, a deadline times one out, a cancelled one never reports, a changed word
+// reports at once, and the ring's fd turns readable exactly when there is something to drain.
+void TestUringWaiter() {
+  std::unique_ptr<mp::UringWaiter> waiter = mp::UringWaiter::Create();
+  if (!waiter) {
+    std::printf("skip: io_uring futex waits are not available here; the thread waiter serves\n");
+    return;
+  }
+  auto* words = static_cast<uint32_t*>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  words[0] = words[1] = words[2] = words[3] = 0;
+  uint64_t cancelled = 0;
+  // A cancelled wait may still report (as the binding, callers drop ids they cancelled).
+  auto drainUntil = [&](size_t n) {
+    std::vector<mp::UringWaiter::Completion> got;
+    Eventually([&] {
+      struct pollfd p = {waiter->fd(), POLLIN, 0};
+      if (poll(&p, 1, 10) == 1) {
+        for (auto& c : waiter->Drain()) {
+          if (c.id != cancelled) got.push_back(c);
+        }
+      }
+      return got.size() >= n;
+    });
+    return got;
+  };
+  struct pollfd idle = {waiter->fd(), POLLIN, 0};
+  uint64_t woken = waiter->Add(&words[0], 0, -1);
+  uint64_t timed = waiter->Add(&words[1], 0, 30);
+  cancelled = waiter->Add(&words[2], 0, -1);
+  uint64_t stale = waiter->Add(&words[3], 7, -1);  // the word holds 0, not 7
+  std::vector<mp::UringWaiter::Completion> got = drainUntil(1);
+  Check(got.size() == 1 && got[0].id == stale && got[0].result == mp::futex::kNotEqual,
+        "uring: a wait on a word that no longer holds the value reports kNotEqual at once");
+  Check(poll(&idle, 1, 0) == 0, "uring: nothing to drain, the fd is not readable");
+  waiter->Cancel(cancelled);
+  pid_t waker = fork();
+  if (waker == 0) {
+    usleep(5000);
+    __atomic_store_n(&words[0], 1, __ATOMIC_SEQ_CST);
+    mp::futex::Wake(&words[0], 1);
+    _exit(0);
+  }
+  got = drainUntil(2);
+  int status = 0;
+  waitpid(waker, &status, 0);
+  bool ok = got.size() == 2;
+  for (auto& c : got) {
+    ok = ok && ((c.id == woken && c.result == mp::futex::kWoken) || (c.id == timed && c.result == mp::futex::kTimedOut));
+  }
+  Check(ok, "uring: a wake from another process and a deadline complete their waits");
+  munmap(words, 4096);
 }
 
 void TestTracker() {
@@ -308,6 +364,7 @@ int main() {
   TestShm();
   TestFutex();
   TestWaiter();
+  TestUringWaiter();
   TestTracker();
   TestKeeper();
   TestSpawn();
