@@ -65,8 +65,8 @@ const EMPTY = -1;
 const BUSY = -2;       // the oldest frame is being written by a live producer
 
 const SPINS = 2000;
-/** Spins for a frame being written: a 64 KiB copy takes ~5-10 µs, a sleep and wake ~30 µs. */
-const BUSY_SPINS = 40000;
+/** How long to spin for a frame being written: a 64 KiB copy takes ~5-10 µs, a sleep and wake ~30. */
+const BUSY_SPIN_MS = 0.05;
 const LOCK_SPINS = 20000;
 /** A producer waiting for room looks again this often (consumers wake it only at half empty). */
 const PUT_SLICE_MS = 5;
@@ -453,7 +453,10 @@ export class Ring {
   /** Spins while the oldest frame is being written (BUSY), so a short copy costs no sleep. */
   private spinWhileBusy(): void {
     const w = this.w;
-    for (let n = 0; n < BUSY_SPINS && !this.readyHint() && Atomics.load(w, CLAIM) !== Atomics.load(w, RESERVE); n++);
+    const end = performance.now() + BUSY_SPIN_MS;
+    for (let n = 1; !this.readyHint() && Atomics.load(w, CLAIM) !== Atomics.load(w, RESERVE); n++) {
+      if ((n & 63) === 0 && performance.now() > end) return;
+    }
   }
 
   /**
@@ -551,6 +554,20 @@ export class Ring {
     } finally {
       this.lock.release();
     }
+  }
+
+  /** @internal For tests: the frames not yet done with, oldest first (read without the mutex). */
+  framesInFlight(): { state: 'writing' | 'ready' | 'reading' | 'done'; pid: number; length: number }[] {
+    const names = ['', 'writing', 'ready', 'reading', 'done'] as const;
+    const out = [];
+    const end = Atomics.load(this.w, RESERVE);
+    for (let at = Atomics.load(this.w, HEAD); at !== end;) {
+      const i = (at & this.mask) >>> 2;
+      const length = this.fw[i + F_LENGTH];
+      out.push({ state: names[Atomics.load(this.fw, i + F_STATE) & STATE_MASK] as 'writing', pid: this.fw[i + F_PID], length });
+      at = (at + frameSize(length)) | 0;
+    }
+    return out;
   }
 
   // JoinableQueue.

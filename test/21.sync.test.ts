@@ -2,6 +2,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { execFileSync } from 'child_process';
+
 import * as mp from '../dist';
 import { eventually } from './helpers';
 
@@ -199,5 +201,24 @@ describe('Barrier', () => {
     expect(() => new mp.Barrier(0)).toThrow(RangeError);
     expect(() => new mp.Barrier(1.5)).toThrow(TypeError);
     expect(() => new mp.Barrier(2, { action: 5 as any })).toThrow(TypeError);
+  });
+});
+
+describe('async waits', () => {
+  // Linux 6.7 brought IORING_OP_FUTEX_WAIT; before it (or with io_uring refused), a thread waits.
+  const [major, minor] = os.release().split('.').map(Number);
+  const uring = major > 6 || (major === 6 && minor >= 7);
+  const fixture = path.join(__dirname, 'fixtures', 'async-waits.js');
+  const run = (env: NodeJS.ProcessEnv): Record<string, unknown> =>
+    JSON.parse(execFileSync(process.execPath, [fixture], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30000 }));
+  const expected = { woken: true, item: 'from the child', timedOut: false, aborted: 'AbortError' };
+
+  test.each([
+    ['by default', {}, uring ? ['io_uring', 'thread'] : ['thread']],
+    ['with NMP_NO_IO_URING=1', { NMP_NO_IO_URING: '1' }, ['thread']],
+  ])('wake from another process, timeout and abort all work %s', (_, env, backends) => {
+    const got = run(env);
+    expect(backends).toContain(got.backend);
+    expect(got).toEqual({ ...expected, backend: got.backend });
   });
 });

@@ -295,6 +295,111 @@ describe('Queue', () => {
     expect(q.getSync({ timeout: 2000 }).toString()).toBe('after');
   });
 
+  // The two tests below kill a process in the middle of a large copy, outside the ring's mutex:
+  // the parent watches the frame's state word and kills the owner the moment it sees the copy
+  // under way, then checks the frame was indeed left half-done before asserting what follows.
+  const BIG = 3 << 19;  // 1.5 MiB: a copy of a few hundred µs, in line in an 8 MiB ring
+  const pattern = (seq: number): Buffer => {
+    const b = Buffer.alloc(BIG, seq & 0xff);
+    b.writeUInt32LE(seq, 0);
+    return b;
+  };
+  const intact = (b: Buffer): number => {
+    const seq = b.readUInt32LE(0);
+    expect(b.equals(pattern(seq))).toBe(true);
+    return seq;
+  };
+  type Flight = { state: string; pid: number }[];
+  const inFlight = (q: unknown): Flight => (q as { ring: { framesInFlight(): Flight } }).ring.framesInFlight();
+
+  test('a producer killed in the middle of a large copy: its frame is never read, and the queue goes on', async () => {
+    let hit = false;
+    for (let attempt = 0; attempt < 20 && !hit; attempt++) {
+      const q = new mp.Queue<Buffer>({ capacity: 8 << 20 });
+      const producer = new mp.Process({
+        target: (q: any, big: number) => {
+          for (let seq = 0; ; seq++) {
+            const b = Buffer.alloc(big, seq & 0xff);
+            b.writeUInt32LE(seq, 0);
+            q.putSync(b);
+          }
+        },
+        args: [q, BIG],
+      });
+      producer.start();
+      const pid = producer.pid!;
+      const got: number[] = [];
+      const end = Date.now() + 3000;
+      while (Date.now() < end) {
+        const frames = inFlight(q);
+        if (frames.some((f) => f.state === 'writing' && f.pid === pid)) {
+          process.kill(pid, 'SIGKILL');
+          break;
+        }
+        // The ring full: take one so that the producer copies again.
+        if (frames.length >= 5) got.push(intact(q.getNowait()));
+      }
+      await producer.join(10000);
+      hit = inFlight(q).some((f) => f.state === 'writing' && f.pid === pid);
+      // Every message that was published comes out whole, in order; the half one never does.
+      for (;;) {
+        let item: Buffer;
+        try {
+          item = await q.get({ timeout: 200 });
+        } catch (err) {
+          expect((err as Error).name).toBe('Empty');
+          break;
+        }
+        got.push(intact(item));
+      }
+      expect(got).toEqual(got.map((_, i) => i));
+      await q.put(pattern(777));
+      expect(intact(await q.get({ timeout: 2000 }))).toBe(777);
+      expect(inFlight(q)).toEqual([]);
+      q.close();
+    }
+    expect(hit).toBe(true);
+  }, 60000);
+
+  test('a consumer killed in the middle of a large copy: its message is delivered again, whole, once', async () => {
+    let hit = false;
+    for (let attempt = 0; attempt < 20 && !hit; attempt++) {
+      const q = new mp.Queue<Buffer>({ capacity: 8 << 20 });
+      const n = 4;
+      for (let seq = 0; seq < n; seq++) q.putSync(pattern(seq));
+      const done = new mp.Value('i', 0);
+      const consumer = new mp.Process({
+        target: (q: any, done: any) => {
+          for (;;) {
+            q.getSync();
+            done.value++;
+          }
+        },
+        args: [q, done],
+      });
+      consumer.start();
+      const pid = consumer.pid!;
+      const end = Date.now() + 3000;
+      while (Date.now() < end && done.value < n) {
+        if (inFlight(q).some((f) => f.state === 'reading' && f.pid === pid)) {
+          process.kill(pid, 'SIGKILL');
+          break;
+        }
+      }
+      await consumer.join(10000);
+      hit = inFlight(q).some((f) => f.state === 'reading' && f.pid === pid);
+      const got: number[] = [];
+      while (got.length < n - done.value) got.push(intact(await q.get({ timeout: 2000 })));
+      expect(q.qsize()).toBe(0);
+      // What the consumer had not finished comes back, each message once.
+      expect(got.sort((a, b) => a - b)).toEqual(Array.from({ length: n - done.value }, (_, i) => done.value + i));
+      expect(inFlight(q)).toEqual([]);
+      done.close();
+      q.close();
+    }
+    expect(hit).toBe(true);
+  }, 60000);
+
   test('a thousand pending gets cost no thread each, leave fs alone, and each gets one item', async () => {
     const q = new mp.Queue<number>();
     const before = threads();
