@@ -31,10 +31,9 @@ import { deadlineAfter, remaining, wake, WaitPlan, WaitResult } from './wait';
 
 // Int32 words of the header.
 const NOT_EMPTY = 2;   // bumped by every publish: consumers sleep on it
-const NOT_FULL = 3;    // bumped by every finished get: producers sleep on it
+const NOT_FULL = 3;    // bumped when a get leaves the ring half empty: producers sleep on it
 const CLOSED = 4;
-const SLEEP_GET = 5;   // consumers asleep (so producers know whether to wake anyone)
-const SLEEP_PUT = 6;
+const SLEEP_GET = 5;   // consumers asleep (so a consumer knows whether to pass a wake-up on)
 const UNFINISHED = 7;  // JoinableQueue: puts not yet matched by taskDone()
 const MAXSIZE = 8;
 const WRITER = 10;     // Pipe: the process holding the sending end
@@ -43,6 +42,11 @@ const RESERVE = 16;    // bytes reserved by producers, mod 2**32
 const CLAIM = 17;      // bytes claimed by consumers
 const COUNT = 18;      // messages reserved and not yet claimed
 const HEAD = 19;       // bytes done with: everything before is free
+// The newest value of NOT_EMPTY / NOT_FULL that someone sleeps on. A bump wakes only when it moves
+// the word off that value: one futex wake per sleep, not one per message while the sleeper is
+// still waking up (a wake costs 5-30 µs here; 64 KiB messages made ~6 per sleep).
+const SLEPT_GET = 20;
+const SLEPT_PUT = 21;
 const DATA = 128;
 
 // A frame's head: four Int32 words, then the payload, padded to 16 bytes.
@@ -179,6 +183,24 @@ export class Ring {
     wake(this.seg.buffer, 4 * i, count);
   }
 
+  /** Bumps a sleep word; wakes its sleepers only if the newest one sleeps on the value it had. */
+  private bump(word: number, slept: number, count: number): void {
+    const old = Atomics.add(this.w, word, 1);
+    if (Atomics.load(this.w, slept) === old) this.wakeWord(word, count);
+  }
+
+  /**
+   * Records that this process is about to sleep on `seen` (the newest such value wins). Stored
+   * before the sleep, a bump after it sees it (and wakes); a bump before it changed the word, so
+   * the sleep returns at once.
+   */
+  private sleepingOn(slept: number, seen: number): void {
+    for (;;) {
+      const cur = Atomics.load(this.w, slept);
+      if (((seen - cur) | 0) <= 0 || Atomics.compareExchange(this.w, slept, cur, seen) === cur) return;
+    }
+  }
+
   private at(i: number, expected: number, timeout: number | undefined) {
     return { buffer: this.seg.buffer, byteOffset: 4 * i, expected, timeout };
   }
@@ -266,9 +288,7 @@ export class Ring {
       this.writePayload(pos, frame);
       Atomics.store(this.fw, state, (word & ~STATE_MASK) | READY);
     }
-    const w = this.w;
-    Atomics.add(w, NOT_EMPTY, 1);
-    if (Atomics.load(w, SLEEP_GET) > 0) this.wakeWord(NOT_EMPTY, 1);
+    this.bump(NOT_EMPTY, SLEPT_GET, 1);
     return true;
   }
 
@@ -334,16 +354,13 @@ export class Ring {
     const state = (pos >>> 2) + F_STATE;
     Atomics.store(this.fw, state, (this.fw[state] & ~STATE_MASK) | DONE);
     this.advanceHead();
-    const w = this.w;
-    Atomics.add(w, NOT_FULL, 1);
-    // Producers wait for room: wake them once half the ring is free, not after every get (a full
+    // Producers wait for room: tell them once half the ring is free, not after every get (a full
     // ring otherwise ping-pongs one message per wake-up: 64 KiB messages went 2x slower). A
     // producer whose frame fits sooner finds out itself: it sleeps in PUT_SLICE_MS slices.
-    if (Atomics.load(w, SLEEP_PUT) > 0) {
-      const used = (Atomics.load(w, RESERVE) - Atomics.load(w, HEAD)) >>> 0;
-      const max = w[MAXSIZE];
-      if (used <= this.capacity / 2 || (max > 0 && Atomics.load(w, COUNT) < max)) this.wakeWord(NOT_FULL, 0x7fffffff);
-    }
+    const w = this.w;
+    const used = (Atomics.load(w, RESERVE) - Atomics.load(w, HEAD)) >>> 0;
+    const max = w[MAXSIZE];
+    if (used <= this.capacity / 2 || (max > 0 && Atomics.load(w, COUNT) < max)) this.bump(NOT_FULL, SLEPT_PUT, 0x7fffffff);
     return frame;
   }
 
@@ -441,12 +458,8 @@ export class Ring {
       let n = 0;
       while (n++ < SPINS && Atomics.load(w, NOT_FULL) === seen && w[CLOSED] === 0);
       if (Atomics.load(w, NOT_FULL) !== seen) continue;
-      Atomics.add(w, SLEEP_PUT, 1);
-      try {
-        yield this.at(NOT_FULL, seen, Math.min(left ?? PUT_SLICE_MS, PUT_SLICE_MS));
-      } finally {
-        Atomics.sub(w, SLEEP_PUT, 1);
-      }
+      this.sleepingOn(SLEPT_PUT, seen);
+      yield this.at(NOT_FULL, seen, Math.min(left ?? PUT_SLICE_MS, PUT_SLICE_MS));
     }
   }
 
@@ -491,8 +504,8 @@ export class Ring {
         this.spinWhileBusy();
         if (this.readyHint()) continue;
       }
-      // No wake-up is lost after `seen`: a publish bumps NOT_EMPTY before it looks at SLEEP_GET.
       Atomics.add(w, SLEEP_GET, 1);
+      this.sleepingOn(SLEPT_GET, seen);
       const cap = pos === BUSY || inFlight ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : Infinity;
       const left = remaining(deadline, cap);
       if (left === 0) {
@@ -522,6 +535,7 @@ export class Ring {
       const left = remaining(deadline, busy ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : Infinity);
       if (left === 0) return false;
       Atomics.add(w, SLEEP_GET, 1);
+      this.sleepingOn(SLEPT_GET, seen);
       try {
         const result = yield this.at(NOT_EMPTY, seen, left);
         checkWriter = watchWriter && result === WaitResult.TimedOut;
