@@ -19,6 +19,8 @@ export { task, tasks, Task } from './task';
 export { Connection, JoinableQueue, Pipe, Queue, SimpleQueue } from './queues';
 export type { GetOptions, PipeOptions, PutOptions, QueueOptions } from './queues';
 export { Pool } from './pool';
+export { backends } from './backends';
+export type { Backend, BullMQBackendOptions, RedisConnection, RedisConnectionOptions, RedisTlsOptions } from './backends';
 export type { ApplyAsyncOptions, ApplyOptions, Items, MapAsyncOptions, MapOptions, PoolOptions, PoolTask, TaskResult } from './pool';
 export { AsyncResult } from './async-result';
 export type { AsyncResultCallbacks } from './async-result';

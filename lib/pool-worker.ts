@@ -47,6 +47,17 @@ export type TaskMessage = Buffer | null;
 export type Definition = [number, TaskSpec];
 
 const WARM_UP_AFTER_MS = 20;
+
+let retireRequested = false;
+
+/**
+ * Ends this worker once the task that calls it has sent its outcome, as maxTasksPerChild does:
+ * the pool replaces it, and tasks queued in it go to the others. The BullMQ runner
+ * (lib/backends/bullmq-runner.ts) calls it for a remote pool's maxTasksPerChild.
+ */
+export function retireAfterThisTask(): void {
+  retireRequested = true;
+}
 /** Yield to the event loop at least this often while tasks keep coming (timers, I/O of tasks). */
 const YIELD_MS = 10;
 
@@ -141,6 +152,7 @@ export async function serve(
       results.putSync([Outcome.Failed, seq, info]);
     }
     if (config.maxTasks > 0 && ++done >= config.maxTasks) break;
+    if (retireRequested) break;
   }
   // Exit even if a task left a timer or a socket behind: the pool counts on this worker ending.
   setTimeout(() => process.exit(0), 1000).unref();

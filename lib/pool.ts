@@ -1,27 +1,20 @@
-// Pool: Python's multiprocessing.Pool on worker Processes of ours.
+// Pool: Python's multiprocessing.Pool, on worker processes of ours (the local backend) or on
+// worker hosts that share a Redis queue (mp.backends.bullmq).
 //
-// Each worker has a task queue of its own; all put their outcomes into one result queue (every
-// queue is a ring in shared memory, lib/ring.ts). The pool keeps a few tasks queued ahead in each
-// worker, so a worker never waits for the parent between short tasks, and takes queued tasks back
-// for a worker that runs dry (work stealing), so long tasks do not leave stragglers.
-//
-// What a worker held when it died is read off its queue: a task message still in it was never
-// started (it goes to another worker); the one it had taken and not answered was running, and only
-// that task rejects with WorkerLostError. Python's Pool hangs here instead (python/cpython#96062).
-import * as path from 'path';
-import { performance } from 'perf_hooks';
-
+// This file is everything a user sees and both backends share: argument checks, Python's
+// chunking, ordering, imap's bounded window, AsyncResult, signals and the close/terminate/join
+// state machine. Where the units run is the backend's business (lib/backends/backend.ts): the
+// pool hands it units and hears of each outcome once, through unit.job.unitDone.
 import { AsyncResult, AsyncResultCallbacks, checkCallbacks } from './async-result';
+import { Backend, Job, kCreateBackend, PoolBackend, PoolHost, Unit } from './backends/backend';
+import { localBackend } from './backends/local';
 import { cpuCount } from './context';
 import { describe, optionsOf } from './describe';
-import { abortError, Empty, Full, TimeoutError, WorkerLostError } from './errors';
-import { Definition, Mode, Outcome, TaskMessage, WorkerConfig } from './pool-worker';
-import { AnyFunction, Process } from './process';
-import { NOTHING, Queue } from './queues';
-import { decodeValue, encodeMessage, headerField } from './pool-codec';
-import { captureCallSite, ErrorInfo, rebuildError } from './remote-error';
-import { encode, serialize } from './shared';
-import { task, Task, TaskSpec, toTaskSpec } from './task';
+import { abortError } from './errors';
+import { Mode } from './pool-worker';
+import { AnyFunction } from './process';
+import { captureCallSite } from './remote-error';
+import { Task, TaskSpec, toTaskSpec } from './task';
 import { checkSignal } from './wait';
 
 /** The function a worker runs: a self-contained function, or a module task (mp.task / mp.tasks). */
@@ -32,7 +25,7 @@ export type TaskResult<F extends AnyFunction> = Awaited<ReturnType<F>>;
 export type Items<T> = Iterable<T> | AsyncIterable<T>;
 
 export interface PoolOptions<I extends AnyFunction = AnyFunction> {
-  /** Worker processes (default: mp.cpuCount()). */
+  /** Worker processes (default: mp.cpuCount()). With a remote backend: the slots of all its workers, for chunking. */
   processes?: number;
   /** Runs once in each worker, before its first task. */
   initializer?: PoolTask<I>;
@@ -42,6 +35,8 @@ export interface PoolOptions<I extends AnyFunction = AnyFunction> {
   maxTasksPerChild?: number;
   /** ms a task may run (counted from its start, not from when it was queued); its worker is ended. */
   taskTimeout?: number;
+  /** Where the tasks run: worker processes of this machine (default), or `mp.backends.bullmq({...})`. */
+  backend?: Backend;
 }
 
 export interface ApplyOptions {
@@ -56,90 +51,6 @@ export interface MapOptions extends ApplyOptions {
 
 export type ApplyAsyncOptions<T> = ApplyOptions & AsyncResultCallbacks<T>;
 export type MapAsyncOptions<T> = MapOptions & AsyncResultCallbacks<T>;
-
-const POOL_WORKER = task(path.join(__dirname, 'pool-worker.js'), 'serve');
-
-/** Task messages queued in a worker beyond the one it runs. */
-const QUEUED_AHEAD = 32;
-/** Workers that die before they are up, one after another, before the pool gives up. */
-const START_FAILURES = 3;
-/** After a result, the parent polls for the next this long (between event-loop turns) before it sleeps. */
-const PARENT_SPIN_MS = 0.1;
-const WORKER_SPIN_MS = 0.1;
-const TASK_RING = 256 * 1024;
-const DEFINITION_RING = 64 * 1024;
-const RESULT_RING = 1024 * 1024;
-
-interface Job {
-  done: boolean;
-  readonly callSite: { stack?: string };
-  /** A unit's outcome: its value, or the Error it failed with. */
-  unitDone(unit: Unit, ok: boolean, value: unknown): void;
-}
-
-/** One task message: an apply, or a chunk of a map. */
-interface Unit {
-  seq: number;
-  job: Job;
-  /** Its place in the job. */
-  index: number;
-  fnId: number;
-  bytes: Buffer;
-  slot: Slot | null;
-  /** Set when the pool ends its worker on purpose (timeout, abort): what it rejects with. */
-  endedBy?: Error;
-}
-
-interface Slot {
-  id: number;
-  process: Process;
-  tasks: Queue<TaskMessage>;
-  definitions: Queue<Definition>;
-  /** Sent and not answered, oldest first: the first is running once the worker is ready. */
-  inFlight: Unit[];
-  known: Set<number>;
-  ready: boolean;
-  assigned: number;
-  stopping: boolean;
-  exited: boolean;
-  startError?: Error;
-  timer?: NodeJS.Timeout;
-}
-
-/** A FIFO with O(1) shift, for a map of a million tasks. */
-class Line<T> {
-  private items: T[] = [];
-  private head = 0;
-  get length(): number {
-    return this.items.length - this.head;
-  }
-  peek(): T | undefined {
-    return this.items[this.head];
-  }
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const item = this.items[this.head];
-    this.items[this.head++] = undefined as T;
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return item;
-  }
-  push(item: T): void {
-    this.items.push(item);
-  }
-  unshiftAll(items: T[]): void {
-    this.items = [...items, ...this.items.slice(this.head)];
-    this.head = 0;
-  }
-  drain(): T[] {
-    const out = this.items.slice(this.head);
-    this.items = [];
-    this.head = 0;
-    return out;
-  }
-}
 
 function checkOptionalInteger(value: unknown, what: string, min: number): number | undefined {
   if (value === undefined || value === null) return undefined;
@@ -175,13 +86,6 @@ function defaultChunksize(n: number, processes: number): number {
   if (n === 0) return 1;
   const size = Math.floor(n / (processes * 4));
   return n % (processes * 4) === 0 ? Math.max(1, size) : size + 1;
-}
-
-function signalName(exitCode: number | null): NodeJS.Signals | null {
-  if (exitCode === null || exitCode >= 0) return null;
-  const os = require('os') as typeof import('os');
-  const entry = Object.entries(os.constants.signals).find(([, n]) => n === -exitCode);
-  return entry === undefined ? null : (entry[0] as NodeJS.Signals);
 }
 
 /** map, starmap and apply: units whose values come back together, in order. */
@@ -254,57 +158,37 @@ class Stream implements Job {
   }
 }
 
-type State = 'running' | 'closed' | 'terminated';
-
 /** `I`: the initializer's type, so that `initargs` are checked against it. */
 export class Pool<I extends AnyFunction = AnyFunction> {
   readonly #processes: number;
-  readonly #initializer: TaskSpec | null;
-  readonly #initargs: unknown[];
-  readonly #maxTasks: number;
-  readonly #taskTimeout: number | undefined;
-  #state: State = 'running';
-  #slots: Slot[] = [];
-  #workerCounter = 0;
-  #seq = 0;
-  readonly #pending = new Line<Unit>();
-  readonly #bySeq = new Map<number, Unit>();
-  readonly #results: Queue<Buffer | unknown[]>;
+  readonly #backend: PoolBackend;
+  /** The state and the input readers, shared with the backend (it reads them). */
+  readonly #host: PoolHost;
   readonly #fnIds = new Map<string, number>();
   readonly #specs: TaskSpec[] = [];
-  #startFailures = 0;
-  #gaveUp = false;
-  #startError: Error | undefined;
-  #looping = false;
-  #loopAbort: AbortController | undefined;
-  #lastActivity = 0;
-  /** imap/imapUnordered still reading their input: close() lets them finish. */
-  #activeStreams = 0;
 
   constructor(options: PoolOptions<I> = {}) {
     const o = optionsOf(options, 'Pool()');
     const processes = checkOptionalInteger(o.processes, 'Pool(): processes', 1) ?? cpuCount();
     if (processes > 1024) throw new RangeError(`Pool(): processes must be at most 1024, got ${processes}`);
-    this.#initializer = o.initializer === undefined || o.initializer === null ? null : toTaskSpec(o.initializer, 'Pool(): initializer');
+    const initializer = o.initializer === undefined || o.initializer === null ? null : toTaskSpec(o.initializer, 'Pool(): initializer');
     const initargs = o.initargs ?? [];
     if (!Array.isArray(initargs)) throw new TypeError(`Pool(): initargs must be an array, got ${describe(initargs)}`);
-    this.#maxTasks = checkOptionalInteger(o.maxTasksPerChild, 'Pool(): maxTasksPerChild', 1) ?? 0;
+    const maxTasksPerChild = checkOptionalInteger(o.maxTasksPerChild, 'Pool(): maxTasksPerChild', 1) ?? 0;
+    let taskTimeout: number | undefined;
     if (o.taskTimeout !== undefined && o.taskTimeout !== null) {
       if (typeof o.taskTimeout !== 'number' || Number.isNaN(o.taskTimeout)) throw new TypeError(`Pool(): taskTimeout must be a number of milliseconds, got ${describe(o.taskTimeout)}`);
       if (o.taskTimeout <= 0) throw new RangeError(`Pool(): taskTimeout must be positive, got ${o.taskTimeout}`);
-      this.#taskTimeout = o.taskTimeout;
+      taskTimeout = o.taskTimeout;
     }
-    // Refuse uncloneable initargs here, before any worker starts.
-    serialize(encode(initargs), 'Pool(): initargs');
+    const backend = o.backend ?? localBackend;
+    if (typeof backend !== 'object' || backend === null || typeof (backend as Backend)[kCreateBackend] !== 'function') {
+      throw new TypeError(`Pool(): backend must be made by mp.backends (mp.backends.bullmq({ connection, queue })), got ${describe(backend)}`);
+    }
     this.#processes = processes;
-    this.#initargs = initargs;
-    this.#results = new Queue<Buffer | unknown[]>({ capacity: RESULT_RING });
-    try {
-      this.#fill();
-    } catch (err) {
-      this.terminate();
-      throw err;
-    }
+    this.#host = { state: 'running', activeStreams: 0, specs: this.#specs };
+    // The backend refuses initargs that it cannot send, before any worker starts.
+    this.#backend = (backend as Backend)[kCreateBackend](this.#host, { processes, initializer, initargs, maxTasksPerChild, taskTimeout });
   }
 
   /** The number of worker processes the pool keeps. */
@@ -312,9 +196,9 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     return this.#processes;
   }
 
-  /** The pids of the workers now running (they change as workers are replaced). */
+  /** The pids of the workers now running (they change as workers are replaced); none for a remote backend. */
   get pids(): number[] {
-    return this.#slots.map((s) => s.process.pid!);
+    return this.#backend.pids;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -370,31 +254,21 @@ export class Pool<I extends AnyFunction = AnyFunction> {
 
   /** No new work; queued work finishes, then the workers exit. */
   close(): void {
-    if (this.#state === 'running') this.#state = 'closed';
-    this.#dispatch();
+    if (this.#host.state === 'running') this.#host.state = 'closed';
+    this.#backend.poke();
   }
 
   /** Rejects everything pending and kills the workers now. */
   terminate(): void {
-    if (this.#state === 'terminated') return;
-    this.#state = 'terminated';
-    const err = new Error('the pool was terminated');
-    for (const unit of this.#pending.drain()) if (!unit.job.done) unit.job.unitDone(unit, false, err);
-    for (const slot of this.#slots) {
-      clearTimeout(slot.timer);
-      slot.process.kill();
-      for (const unit of slot.inFlight.splice(0)) {
-        this.#bySeq.delete(unit.seq);
-        if (!unit.job.done) unit.job.unitDone(unit, false, err);
-      }
-    }
-    this.#loopAbort?.abort();
+    if (this.#host.state === 'terminated') return;
+    this.#host.state = 'terminated';
+    this.#backend.terminate(new Error('the pool was terminated'));
   }
 
   /** Resolves once every worker has exited; call close() or terminate() first. */
   async join(): Promise<void> {
-    if (this.#state === 'running') throw new Error('Pool.join(): call close() or terminate() first');
-    while (this.#slots.length > 0) await Promise.all(this.#slots.map((s) => s.process.join()));
+    if (this.#host.state === 'running') throw new Error('Pool.join(): call close() or terminate() first');
+    await this.#backend.join();
   }
 
   /** `await using pool = new mp.Pool()`: close, then join. */
@@ -404,14 +278,15 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   }
 
   toString(): string {
-    return `<Pool state=${this.#state} pool_size=${this.#processes}>`;
+    return `<Pool state=${this.#host.state} pool_size=${this.#processes}>`;
   }
 
   // ---------------------------------------------------------------------------------------------
   // Submitting
 
   #checkRunning(caller: string): void {
-    if (this.#state !== 'running') throw new Error(`${caller}: the pool is ${this.#state === 'closed' ? 'closed' : 'terminated'}; no new work is accepted`);
+    const state = this.#host.state;
+    if (state !== 'running') throw new Error(`${caller}: the pool is ${state === 'closed' ? 'closed' : 'terminated'}; no new work is accepted`);
   }
 
   #fnId(fn: unknown, caller: string): number {
@@ -428,33 +303,13 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     return id;
   }
 
-  /** Builds a unit; a payload that cannot be cloned throws a TypeError that names it. */
-  #unit(job: Job, index: number, fnId: number, mode: Mode, payload: unknown, what: string): Unit {
-    const seq = ++this.#seq;
-    const bytes = encodeMessage([seq, fnId, mode], payload, what);
-    return { seq, job, index, fnId, bytes, slot: null };
-  }
-
   #enqueue(units: Unit[]): void {
-    if (this.#state === 'terminated') {
+    if (this.#host.state === 'terminated') {
       const err = new Error('the pool was terminated');
       for (const u of units) if (!u.job.done) u.job.unitDone(u, false, err);
       return;
     }
-    if (this.#gaveUp) {
-      // The workers kept failing at start-up and the pool let its pending work go: new work
-      // gets a fresh try.
-      this.#gaveUp = false;
-      this.#startFailures = 0;
-    }
-    for (const u of units) this.#pending.push(u);
-    // Work accepted before close() may come after the workers stopped (an imap read late).
-    try {
-      this.#fill();
-    } catch (err) {
-      return this.#giveUp(err as Error);
-    }
-    this.#dispatch();
+    this.#backend.submit(units);
   }
 
   #watchSignal(signal: AbortSignal | undefined, job: Batch | Stream): () => void {
@@ -463,7 +318,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
       const err = abortError(signal);
       if (job instanceof Batch) job.finish(false, err);
       else job.fail(err);
-      this.#endUnitsOf(job, err);
+      this.#backend.cancel(job, err);
     };
     signal.addEventListener('abort', onAbort, { once: true });
     return () => signal.removeEventListener('abort', onAbort);
@@ -487,7 +342,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
         unwatch();
         settle(ok, value);
       }, callSite);
-      unit = this.#unit(job, 0, fnId, Mode.Apply, a, `${caller} args`);
+      unit = this.#backend.unit(job, 0, fnId, Mode.Apply, a, `${caller} args`, 0);
       if (signal?.aborted) {
         job.finish(false, abortError(signal));
         return;
@@ -544,9 +399,9 @@ export class Pool<I extends AnyFunction = AnyFunction> {
         settle(ok, value);
       }, callSite);
       if (count === 0) return;
-      // Every chunk is serialized before the first is sent: bad input sends nothing.
+      // Every chunk is encoded before the first is sent: bad input sends nothing.
       const units: Unit[] = [];
-      for (let i = 0; i < count; i++) units.push(this.#unit(job, i, fnId, mode, list.slice(i * size, (i + 1) * size), `${caller} item`));
+      for (let i = 0; i < count; i++) units.push(this.#backend.unit(job, i, fnId, mode, list.slice(i * size, (i + 1) * size), `${caller} item`, i * size));
       if (signal?.aborted) return job.finish(false, abortError(signal));
       unwatch = this.#watchSignal(signal, job);
       this.#enqueue(units);
@@ -556,10 +411,10 @@ export class Pool<I extends AnyFunction = AnyFunction> {
       return;
     }
     // Reading the input is work accepted now: close() waits for it as for an imap.
-    this.#activeStreams++;
+    this.#host.activeStreams++;
     collect(items as Items<unknown>).then(submit).catch((err) => settle(false, err)).finally(() => {
-      this.#activeStreams--;
-      this.#dispatch();
+      this.#host.activeStreams--;
+      this.#backend.poke();
     });
   }
 
@@ -581,11 +436,13 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     const asyncInput = !isIterable(items);
     const it = asyncInput ? (items as AsyncIterable<unknown>)[Symbol.asyncIterator]() : (items as Iterable<unknown>)[Symbol.iterator]();
     const unwatch = this.#watchSignal(signal, job);
-    this.#activeStreams++;
+    this.#host.activeStreams++;
     // How many chunks may be submitted and not yet handed to the consumer.
-    const window = Math.max(4, this.#processes * (QUEUED_AHEAD + 1));
+    const window = this.#backend.window;
     let submitted = 0;
     let taken = 0;
+    /** Items read from the input. */
+    let read = 0;
     let inputDone = false;
     try {
       if (signal?.aborted) throw abortError(signal);
@@ -601,8 +458,9 @@ export class Pool<I extends AnyFunction = AnyFunction> {
               break;
             }
             chunk.push(r.value);
+            read++;
           }
-          if (chunk.length > 0) fresh.push(this.#unit(job, submitted++, fnId, Mode.Map, chunk, `${caller} item`));
+          if (chunk.length > 0) fresh.push(this.#backend.unit(job, submitted++, fnId, Mode.Map, chunk, `${caller} item`, read - chunk.length));
           // An async input: hand over what we have before waiting for more.
           if (asyncInput && fresh.length > 0) break;
         }
@@ -634,386 +492,9 @@ export class Pool<I extends AnyFunction = AnyFunction> {
     } finally {
       job.done = true;
       unwatch();
-      this.#activeStreams--;
-      this.#dispatch();
+      this.#host.activeStreams--;
+      this.#backend.poke();
       if (!inputDone) await it.return?.();
     }
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Workers
-
-  #fill(): void {
-    while (this.#slots.length < this.#processes && !this.#gaveUp) {
-      try {
-        this.#spawn();
-      } catch (err) {
-        if (this.#state !== 'running' || ++this.#startFailures >= START_FAILURES) throw err;
-      }
-    }
-  }
-
-  #spawn(): void {
-    const id = ++this.#workerCounter;
-    const tasks = new Queue<TaskMessage>({ capacity: TASK_RING });
-    const definitions = new Queue<Definition>({ capacity: DEFINITION_RING });
-    const config: WorkerConfig = {
-      id,
-      initializer: this.#initializer,
-      maxTasks: this.#maxTasks,
-      spinMs: cpuCount() > 1 ? WORKER_SPIN_MS : 0,
-    };
-    const process = new Process({
-      target: POOL_WORKER,
-      args: [config, tasks, definitions, this.#results, this.#initargs],
-      daemon: true,
-      name: `PoolWorker-${id}`,
-    });
-    const slot: Slot = { id, process, tasks, definitions, inFlight: [], known: new Set(), ready: false, assigned: 0, stopping: false, exited: false };
-    try {
-      process.start();
-    } catch (err) {
-      tasks.release();
-      definitions.release();
-      throw err;
-    }
-    this.#slots.push(slot);
-    process.whenExited(() => this.#workerExited(slot));
-  }
-
-  #pickSlot(): Slot | undefined {
-    let best: Slot | undefined;
-    for (const s of this.#slots) {
-      if (s.stopping || s.exited || s.inFlight.length > QUEUED_AHEAD) continue;
-      if (this.#maxTasks > 0 && s.assigned >= this.#maxTasks) continue;
-      if (best === undefined || s.inFlight.length < best.inFlight.length) best = s;
-    }
-    return best;
-  }
-
-  /** Puts a unit into a worker's queue; false if there is no room there now. */
-  #send(slot: Slot, unit: Unit): boolean {
-    try {
-      if (!slot.known.has(unit.fnId)) {
-        slot.definitions.putSync([unit.fnId, this.#specs[unit.fnId]], { timeout: 0 });
-        slot.known.add(unit.fnId);
-      }
-      slot.tasks.putSync(unit.bytes, { timeout: 0 });
-    } catch (err) {
-      if (err instanceof Full) return false;
-      throw err;
-    }
-    unit.slot = slot;
-    slot.inFlight.push(unit);
-    slot.assigned++;
-    this.#lastActivity = performance.now();
-    this.#bySeq.set(unit.seq, unit);
-    if (slot.inFlight.length === 1) this.#startTimer(slot);
-    return true;
-  }
-
-  #dispatch(): void {
-    if (this.#state === 'terminated') return;
-    for (;;) {
-      const unit = this.#pending.peek();
-      if (unit === undefined) break;
-      if (unit.job.done) {
-        this.#pending.shift();
-        continue;
-      }
-      const slot = this.#pickSlot();
-      if (slot === undefined) break;
-      let sent: boolean;
-      try {
-        sent = this.#send(slot, unit);
-      } catch (err) {
-        // Not a full queue (ENOSPC writing a large message out of line, say): that task fails.
-        this.#pending.shift();
-        unit.job.unitDone(unit, false, err);
-        continue;
-      }
-      if (!sent) break;
-      this.#pending.shift();
-    }
-    if (this.#pending.length === 0) this.#steal();
-    if (this.#state === 'closed' && this.#pending.length === 0 && this.#activeStreams === 0) {
-      for (const s of this.#slots) {
-        if (s.inFlight.length === 0 && !s.stopping) {
-          s.stopping = true;
-          // A full queue cannot happen here (nothing is in it), but a dead worker's can: it is gone anyway.
-          try {
-            s.tasks.putSync(null, { timeout: 0 });
-          } catch {
-            s.process.kill();
-          }
-        }
-      }
-    }
-    if (!this.#hasWork()) this.#loopAbort?.abort();
-    else this.#ensureLoop();
-  }
-
-  /** A worker that runs dry takes a task still queued in a busy worker. */
-  #steal(): void {
-    for (const idle of this.#slots) {
-      if (idle.inFlight.length > 0 || idle.stopping || idle.exited || !idle.ready) continue;
-      if (this.#maxTasks > 0 && idle.assigned >= this.#maxTasks) continue;
-      const victim = this.#slots.find((s) => s.inFlight.length >= 2 && s !== idle);
-      if (victim === undefined) return;
-      const message = victim.tasks.takeNow();
-      if (message === NOTHING || message === null) continue;
-      const unit = this.#bySeq.get(headerField(message, 0));
-      if (unit === undefined) continue;
-      this.#forget(unit);
-      // It will never run it: its count towards maxTasksPerChild must not include it.
-      victim.assigned--;
-      if (!unit.job.done && !this.#send(idle, unit)) this.#pending.unshiftAll([unit]);
-    }
-  }
-
-  /** Takes a unit off its worker's books. */
-  #forget(unit: Unit): void {
-    const slot = unit.slot!;
-    const i = slot.inFlight.indexOf(unit);
-    if (i >= 0) slot.inFlight.splice(i, 1);
-    this.#bySeq.delete(unit.seq);
-    unit.slot = null;
-    if (i === 0) this.#startTimer(slot);
-  }
-
-  #startTimer(slot: Slot): void {
-    if (slot.timer !== undefined) {
-      clearTimeout(slot.timer);
-      slot.timer = undefined;
-    }
-    const unit = slot.inFlight[0];
-    if (slot.exited || unit === undefined || !slot.ready) return;
-    // Its call was aborted while it waited in this worker's queue: the worker is taking it now.
-    if (unit.endedBy !== undefined && unit.job.done) return this.#endWorker(slot, unit, unit.endedBy);
-    const timeout = this.#taskTimeout;
-    if (timeout === undefined) return;
-    // The worker runs its tasks in order: the first it has not answered is the one running now.
-    slot.timer = setTimeout(() => {
-      if (slot.inFlight[0] === unit) this.#endWorker(slot, unit, new TimeoutError(`the task ran longer than taskTimeout (${timeout} ms); its worker (pid ${slot.process.pid}) was ended`));
-    }, timeout);
-    slot.timer.unref();
-  }
-
-  #endWorker(slot: Slot, unit: Unit, err: Error): void {
-    unit.endedBy = err;
-    slot.stopping = true;
-    slot.process.kill();
-  }
-
-  /**
-   * An aborted job: a worker running one of its units is ended now; a unit queued in a worker is
-   * marked, and its worker is ended if it comes to run it (#startTimer).
-   */
-  #endUnitsOf(job: Job, err: Error): void {
-    for (const s of this.#slots) {
-      for (const unit of s.inFlight) {
-        if (unit.job !== job) continue;
-        unit.endedBy = err;
-        if (unit === s.inFlight[0] && s.ready) this.#endWorker(s, unit, err);
-      }
-    }
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Results
-
-  /** Units sent and unanswered, or waiting to be sent: while there are any, the process stays alive. */
-  #hasWork(): boolean {
-    return this.#bySeq.size > 0 || this.#pending.length > 0;
-  }
-
-  #ensureLoop(): void {
-    if (this.#looping || !this.#hasWork()) return;
-    this.#looping = true;
-    this.#lastActivity = performance.now();
-    void this.#loop();
-  }
-
-  async #loop(): Promise<void> {
-    try {
-      for (;;) {
-        this.#drainResults();
-        if (!this.#hasWork() || this.#state === 'terminated') break;
-        if (performance.now() - this.#lastActivity < PARENT_SPIN_MS) {
-          // Poll between event-loop turns (I/O and timers still run): a short task's result
-          // is usually here within microseconds, sooner than a wake-up from sleep.
-          await new Promise(setImmediate);
-          continue;
-        }
-        const abort = new AbortController();
-        this.#loopAbort = abort;
-        try {
-          // A pending get keeps the event loop alive: pending work keeps the process alive.
-          this.#handle(await this.#results.get({ signal: abort.signal }));
-        } catch (err) {
-          if ((err as Error).name !== 'AbortError') throw err;
-        } finally {
-          this.#loopAbort = undefined;
-        }
-      }
-    } finally {
-      this.#looping = false;
-    }
-  }
-
-  #drainResults(): void {
-    let any = false;
-    for (;;) {
-      const message = this.#results.takeNow();
-      if (message === NOTHING) break;
-      this.#handle(message, false);
-      any = true;
-    }
-    if (any) this.#dispatch();
-  }
-
-  #handle(message: Buffer | unknown[], dispatch = true): void {
-    this.#lastActivity = performance.now();
-    if (Buffer.isBuffer(message)) {
-      // A value: [seq] and the value (pool-codec).
-      const unit = this.#bySeq.get(headerField(message, 0));
-      if (unit !== undefined) {
-        this.#forget(unit);
-        let ok = true;
-        let value: unknown;
-        try {
-          value = decodeValue(message, 1);
-        } catch (err) {
-          // A shared object in the result that cannot be reached any more, say.
-          ok = false;
-          value = err;
-        }
-        if (!unit.job.done) unit.job.unitDone(unit, ok, value);
-      }
-      if (dispatch) this.#dispatch();
-      return;
-    }
-    const [kind, a, b] = message as [Outcome, number, unknown];
-    if (kind === Outcome.Failed) {
-      const unit = this.#bySeq.get(a);
-      if (unit !== undefined) {
-        this.#forget(unit);
-        if (!unit.job.done) unit.job.unitDone(unit, false, rebuildError(b as ErrorInfo, unit.job.callSite));
-      }
-    } else {
-      // Ready or StartFailed, from a worker that may have exited since.
-      const slot = this.#slots.find((s) => s.id === a);
-      if (slot !== undefined && kind === Outcome.Ready) {
-        slot.ready = true;
-        this.#startFailures = 0;
-        this.#startTimer(slot);
-      } else if (slot !== undefined) {
-        slot.startError = rebuildError(b as ErrorInfo, undefined);
-      }
-    }
-    if (dispatch) this.#dispatch();
-  }
-
-  #workerExited(slot: Slot): void {
-    if (slot.exited) return;
-    slot.exited = true;
-    clearTimeout(slot.timer);
-    // Everything it answered is in the result queue by now: take it all, waiting for the queue's
-    // lock if another worker holds it (takeNow would stop there).
-    for (;;) {
-      let message: Buffer | unknown[];
-      try {
-        message = this.#results.getNowait();
-      } catch (err) {
-        if (err instanceof Empty) break;
-        throw err;
-      }
-      this.#handle(message, false);
-    }
-    this.#slots.splice(this.#slots.indexOf(slot), 1);
-    // What is still in its queue was never started: it goes back to the head of the line.
-    const unstarted: Unit[] = [];
-    for (;;) {
-      let message: TaskMessage;
-      try {
-        message = slot.tasks.getNowait();
-      } catch (err) {
-        if (err instanceof Empty) break;
-        throw err;
-      }
-      if (message === null) continue;
-      const unit = this.#bySeq.get(headerField(message, 0));
-      if (unit !== undefined) unstarted.push(unit);
-    }
-    for (const unit of unstarted) this.#forget(unit);
-    // What it had taken and not answered died with it.
-    const exitCode = slot.process.exitCode;
-    const signal = signalName(exitCode);
-    for (const unit of slot.inFlight.splice(0)) {
-      this.#bySeq.delete(unit.seq);
-      unit.slot = null;
-      const err = unit.endedBy ?? new WorkerLostError(
-        `the pool worker (pid ${slot.process.pid}) died while running the task (${signal !== null ? `signal ${signal}` : `exit code ${exitCode}`})`,
-        slot.process.pid!, exitCode, signal,
-      );
-      if (!unit.job.done) unit.job.unitDone(unit, false, err);
-    }
-    // A definition spilled out of line has a name: take them all, so none is left behind.
-    for (;;) {
-      try {
-        slot.definitions.getNowait();
-      } catch {
-        break;
-      }
-    }
-    slot.tasks.release();
-    slot.definitions.release();
-    const live = unstarted.filter((u) => !u.job.done);
-    if (live.length > 0) this.#pending.unshiftAll(live);
-    this.#rejectIfNoWorker();
-
-    if (this.#state === 'terminated') {
-      if (this.#bySeq.size === 0) this.#loopAbort?.abort();
-      return;
-    }
-    if (!slot.ready && !slot.stopping) {
-      // It died before it was up: an initializer that throws, a crash at start.
-      this.#startFailures++;
-      const cause = slot.startError ?? new WorkerLostError(
-        `a pool worker (pid ${slot.process.pid}) exited during start-up (${signal !== null ? `signal ${signal}` : `exit code ${exitCode}`})`,
-        slot.process.pid!, exitCode, signal,
-      );
-      if (this.#startFailures >= START_FAILURES) return this.#giveUp(cause);
-    }
-    if (this.#state === 'running' || this.#pending.length > 0 || this.#activeStreams > 0) {
-      try {
-        this.#fill();
-      } catch (err) {
-        return this.#giveUp(err as Error);
-      }
-    }
-    this.#dispatch();
-  }
-
-  /** Workers keep dying at start-up: the pending work rejects with why, and no worker is respawned until new work comes. */
-  #giveUp(cause: Error): void {
-    this.#gaveUp = true;
-    this.#startError = cause;
-    // Workers still starting would fail the same way: end them now. Their queued tasks come back
-    // to the line when they exit.
-    for (const s of this.#slots) {
-      if (!s.ready) {
-        s.stopping = true;
-        s.process.kill();
-      }
-    }
-    this.#rejectIfNoWorker();
-    this.#dispatch();
-  }
-
-  /** Given up on starting workers, and none is up: what waits for one rejects with why. */
-  #rejectIfNoWorker(): void {
-    if (!this.#gaveUp || this.#slots.some((s) => s.ready && !s.stopping)) return;
-    for (const unit of this.#pending.drain()) if (!unit.job.done) unit.job.unitDone(unit, false, this.#startError);
   }
 }

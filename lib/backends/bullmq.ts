@@ -1,0 +1,570 @@
+// The BullMQ backend: a Pool whose units are jobs of a Redis queue, run by worker hosts
+// (`npx node-multiprocessing worker`, lib/backends/bullmq-worker.ts) on any machine that reaches
+// that Redis. Workers pull jobs, so a slow task never holds up the chunks behind it (Ray's pool
+// deals chunks out round-robin, and the slow actor's share straggles: ray-project/ray#29453).
+//
+// - A unit is a job, added with addBulk (a map's chunks at once; applies of one tick together).
+// - Outcomes come back through BullMQ's own events (QueueEvents), read from the stream position
+//   taken before the first job was added, so no event of ours can come before the reader.
+//   After a reconnection the pool looks up each job it still waits for, so an outcome whose
+//   event it missed, or a job that Redis lost, is found.
+// - A worker host that dies stops renewing its jobs' locks; BullMQ's stalled-job check (run by
+//   the other workers, and by the pool itself) finds them. maxStalledCount is 0, so a stalled job
+//   is not run again: its task rejects with WorkerLostError, unless `retries` allows another run.
+import { randomBytes } from 'crypto';
+import * as v8 from 'v8';
+
+import { describe, optionsOf } from '../describe';
+import { TimeoutError, WorkerLostError } from '../errors';
+import type { Mode } from '../pool-worker';
+import { ErrorInfo, rebuildError } from '../remote-error';
+import { serialize } from '../shared';
+import type { TaskSpec } from '../task';
+import { Backend, BackendConfig, Job, kCreateBackend, PoolBackend, PoolHost, Unit } from './backend';
+import { checkEvictionPolicy, firstConnection, loadBullMQ, loadIORedis, redact } from './bullmq-load';
+import {
+  CANCEL_TTL, checkConnection, checkQueueName, DEFAULT_MAX_PAYLOAD, Failure, ioredisOptions, JobData, keys, MAX_MAX_PAYLOAD, parseFailure,
+  RedisConnection, refuseShared, resultSignatureValid, ResultData, signJob, VERSION,
+} from './bullmq-wire';
+
+export type { RedisConnection, RedisConnectionOptions, RedisTlsOptions } from './bullmq-wire';
+
+export interface BullMQBackendOptions {
+  /** Redis: a redis:// or rediss:// URL, or { host, port, username, password, tls, db }. */
+  connection: RedisConnection;
+  /** The queue's name; the workers are started with the same `--queue`. */
+  queue: string;
+  /** BullMQ's key prefix (default 'bull'); the workers' `--prefix` must match. */
+  prefix?: string;
+  /**
+   * Runs of a task beyond the first when it fails, its child dies, it times out or its worker
+   * host is lost (default 0). Each run may be on another worker. With retries > 0 a task may run
+   * more than once, also after it had done its work: at-least-once.
+   */
+  retries?: number;
+  /** Sign every job (HMAC-SHA256), and accept only results signed with it; the workers get the same key. */
+  hmacKey?: string | Buffer;
+  /** Allow functions sent by their source (the workers must be started with --allow-source too). */
+  allowSource?: boolean;
+  /** The largest arguments of one job (a map's chunk) and the largest result, in v8.serialize bytes (default 64 MiB, at most 256 MiB). */
+  maxPayload?: number;
+  /**
+   * How often the pool runs BullMQ's stalled-job check too (ms, default 30,000, as BullMQ's and
+   * the workers' --stalled-interval), so a lost worker host is found even when no other is up.
+   */
+  stalledInterval?: number;
+  /** Finished jobs BullMQ keeps (for a pool that reconnects): at most `count`, for at most `age` seconds (default 10,000 and 3,600). */
+  keepJobs?: { age?: number; count?: number };
+  /** Accept a Redis whose maxmemory-policy may evict keys (jobs could then be lost). */
+  allowEviction?: boolean;
+}
+
+interface Options {
+  connection: RedisConnection;
+  queue: string;
+  prefix: string;
+  retries: number;
+  hmacKey: Buffer | undefined;
+  allowSource: boolean;
+  maxPayload: number;
+  stalledInterval: number;
+  keep: { age: number; count: number };
+  allowEviction: boolean;
+}
+
+function checkInteger(value: unknown, what: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value)) throw new TypeError(`${what} must be an integer, got ${describe(value)}`);
+  if (value < min || value > max) throw new RangeError(`${what} must be from ${min} to ${max}, got ${value}`);
+  return value;
+}
+
+function checkOptions(options: unknown): Options {
+  const caller = 'mp.backends.bullmq()';
+  if (typeof options !== 'object' || options === null) throw new TypeError(`${caller}: expected { connection, queue, ... }, got ${describe(options)}`);
+  const o = optionsOf(options, caller);
+  const known = ['connection', 'queue', 'prefix', 'retries', 'hmacKey', 'allowSource', 'maxPayload', 'stalledInterval', 'keepJobs', 'allowEviction'];
+  for (const key of Object.keys(o)) {
+    if (!known.includes(key)) throw new TypeError(`${caller}: unknown option ${JSON.stringify(key)} (known: ${known.join(', ')})`);
+  }
+  const prefix = o.prefix ?? 'bull';
+  if (typeof prefix !== 'string' || !/^[A-Za-z0-9_.{}-]{1,100}$/.test(prefix)) throw new TypeError(`${caller}: prefix must be a short name, got ${describe(prefix)}`);
+  let hmacKey: Buffer | undefined;
+  if (o.hmacKey !== undefined) {
+    if (typeof o.hmacKey === 'string') hmacKey = Buffer.from(o.hmacKey, 'utf8');
+    else if (o.hmacKey instanceof Uint8Array) hmacKey = Buffer.from(o.hmacKey);
+    else throw new TypeError(`${caller}: hmacKey must be a string or a Buffer, got ${describe(o.hmacKey)}`);
+    if (hmacKey.length < 16) throw new RangeError(`${caller}: hmacKey must be at least 16 bytes (a random 32-byte key is best), got ${hmacKey.length}`);
+  }
+  for (const key of ['allowSource', 'allowEviction']) {
+    if (o[key] !== undefined && typeof o[key] !== 'boolean') throw new TypeError(`${caller}: ${key} must be a boolean, got ${describe(o[key])}`);
+  }
+  const keepJobs = optionsOf(o.keepJobs, `${caller}: keepJobs`);
+  return {
+    connection: checkConnection(o.connection, caller),
+    queue: checkQueueName(o.queue, caller),
+    prefix,
+    retries: o.retries === undefined ? 0 : checkInteger(o.retries, `${caller}: retries`, 0, 1000),
+    hmacKey,
+    allowSource: o.allowSource === true,
+    maxPayload: o.maxPayload === undefined ? DEFAULT_MAX_PAYLOAD : checkInteger(o.maxPayload, `${caller}: maxPayload`, 1, MAX_MAX_PAYLOAD),
+    stalledInterval: o.stalledInterval === undefined ? 30_000 : checkInteger(o.stalledInterval, `${caller}: stalledInterval`, 10, 24 * 3600 * 1000),
+    keep: {
+      age: keepJobs.age === undefined ? 3600 : checkInteger(keepJobs.age, `${caller}: keepJobs.age`, 1, 365 * 24 * 3600),
+      count: keepJobs.count === undefined ? 10_000 : checkInteger(keepJobs.count, `${caller}: keepJobs.count`, 1, 1e9),
+    },
+    allowEviction: o.allowEviction === true,
+  };
+}
+
+/**
+ * `new mp.Pool({ backend: mp.backends.bullmq({ connection: 'redis://host:6379', queue: 'jobs' }), processes: 8 })`:
+ * the pool's tasks run on the worker hosts that serve that queue. bullmq and ioredis must be installed.
+ */
+export function bullmq(options: BullMQBackendOptions): Backend {
+  const o = checkOptions(options);
+  // Fail here, not at the first call, when the packages are missing.
+  loadBullMQ('mp.backends.bullmq()');
+  return {
+    name: 'bullmq',
+    [kCreateBackend]: (host: PoolHost, config: BackendConfig) => new BullMQBackend(host, config, o),
+  };
+}
+
+interface RemoteUnit extends Unit {
+  fnId: number;
+  mode: Mode;
+  /** base64 v8 payload. */
+  p: string;
+  jobId: string;
+  /** Added to Redis (addBulk resolved). */
+  sent: boolean;
+  /** Its outcome is being read (an out-of-line result, a lost host's name): events for it are ignored. */
+  settling: boolean;
+  /** Runs spent by earlier job ids of this unit (a stalled job is given a new id to run again). */
+  spent: number;
+}
+
+const SHUTDOWN_WAIT_MS = 5000;
+/** How long the pool waits for its first connection to Redis before its calls reject. */
+const CONNECT_MS = 10_000;
+
+class BullMQBackend implements PoolBackend<RemoteUnit> {
+  readonly #host: PoolHost;
+  readonly #o: Options;
+  readonly #config: BackendConfig;
+  readonly #poolId = randomBytes(8).toString('hex');
+  readonly #keys: ReturnType<typeof keys>;
+  readonly #init: JobData['init'];
+  #seq = 0;
+  /** Units in Redis or about to be, by job id. */
+  readonly #byId = new Map<string, RemoteUnit>();
+  #toAdd: RemoteUnit[] = [];
+  #flushQueued = false;
+  #ready = false;
+  #fatal: Error | undefined;
+  #terminated = false;
+  #shutdown: Promise<void> | undefined;
+  #shutdownStarted: () => void = () => undefined;
+  readonly #shutdownBegun = new Promise<void>((resolve) => (this.#shutdownStarted = resolve));
+  #starting: Promise<void> = Promise.resolve();
+  #queue: any;
+  #events: any;
+  #checker: any;
+  #redis: any;
+  readonly #bull: any;
+
+  readonly window: number;
+
+  constructor(host: PoolHost, config: BackendConfig, o: Options) {
+    this.#host = host;
+    this.#o = o;
+    this.#config = config;
+    this.#keys = keys(o.prefix, o.queue);
+    this.window = Math.max(16, config.processes * 8);
+    if (config.initializer !== null) {
+      this.#checkSpec(config.initializer, 'Pool(): initializer');
+      refuseShared(config.initargs, 'Pool(): initargs');
+      const bytes = serialize(config.initargs, 'Pool(): initargs');
+      this.#checkSize(bytes.length, 'Pool(): initargs');
+      this.#init = { fn: config.initializer, args: bytes.toString('base64') };
+    } else if (config.initargs.length > 0) {
+      refuseShared(config.initargs, 'Pool(): initargs');
+      serialize(config.initargs, 'Pool(): initargs');
+    }
+    this.#bull = loadBullMQ('mp.backends.bullmq()');
+    this.#starting = this.#start();
+    this.#starting.then(
+      () => {
+        this.#ready = true;
+        this.#flush();
+        this.#maybeFinish();
+      },
+      (err: Error) => this.#fail(err),
+    );
+  }
+
+  get pids(): number[] {
+    return [];
+  }
+
+  #checkSpec(spec: TaskSpec, caller: string): void {
+    if (spec.kind === 'source' && !this.#o.allowSource) {
+      throw new TypeError(
+        `${caller}: ${spec.name} is a function, which a remote worker would run from its source; ` +
+        'pass mp.task(module, export) of a module on the workers\' --allow-module list, or opt in on both sides: ' +
+        'allowSource: true on mp.backends.bullmq() and --allow-source on the workers',
+      );
+    }
+  }
+
+  #checkSize(bytes: number, what: string): void {
+    if (bytes > this.#o.maxPayload) {
+      throw new RangeError(`${what} take ${bytes} bytes, over the limit of ${this.#o.maxPayload} bytes for one job (maxPayload); pass a smaller chunksize or raise maxPayload (at most ${MAX_MAX_PAYLOAD})`);
+    }
+  }
+
+  unit(job: Job, index: number, fnId: number, mode: Mode, payload: unknown, what: string, first: number): RemoteUnit {
+    this.#checkSpec(this.#host.specs[fnId], what.replace(/ (args|item)$/, ''));
+    refuseShared(payload, what, first);
+    const bytes = serialize(payload, what);
+    this.#checkSize(bytes.length, what);
+    const seq = ++this.#seq;
+    return { seq, job, index, fnId, mode, p: bytes.toString('base64'), jobId: `${this.#poolId}-${seq}`, sent: false, settling: false, spent: 0 };
+  }
+
+  submit(units: RemoteUnit[]): void {
+    if (this.#fatal !== undefined) {
+      for (const u of units) if (!u.job.done) u.job.unitDone(u, false, this.#fatal);
+      return;
+    }
+    for (const u of units) {
+      this.#byId.set(u.jobId, u);
+      this.#toAdd.push(u);
+    }
+    if (!this.#flushQueued) {
+      // Units of one tick go in one addBulk: a loop of applyAsync costs one round trip.
+      this.#flushQueued = true;
+      process.nextTick(() => {
+        this.#flushQueued = false;
+        this.#flush();
+      });
+    }
+  }
+
+  poke(): void {
+    this.#maybeFinish();
+  }
+
+  cancel(job: Job): void {
+    const ids: string[] = [];
+    for (const [id, u] of this.#byId) {
+      if (u.job !== job) continue;
+      this.#byId.delete(id);
+      if (u.sent) ids.push(id);
+    }
+    this.#toAdd = this.#toAdd.filter((u) => u.job !== job);
+    if (ids.length > 0 && this.#ready) void this.#cancelJobs(ids);
+    this.#maybeFinish();
+  }
+
+  terminate(err: Error): void {
+    if (this.#terminated) return;
+    this.#terminated = true;
+    const ids: string[] = [];
+    for (const [id, u] of this.#byId) {
+      if (u.sent) ids.push(id);
+      if (!u.job.done) u.job.unitDone(u, false, err);
+    }
+    this.#byId.clear();
+    this.#toAdd = [];
+    void this.#close(async () => {
+      if (!this.#ready) return;
+      // Workers refuse the pool's jobs from now on, and end those they run.
+      await this.#redis.zadd(this.#keys.cancelled, Date.now() + CANCEL_TTL, this.#poolId);
+      await this.#redis.publish(this.#keys.cancel, JSON.stringify({ pool: this.#poolId }));
+      // Waiting jobs go; an active one is locked by its worker, which fails it.
+      await Promise.all(ids.map((id) => this.#queue.remove(id).catch(() => undefined)));
+    });
+  }
+
+  async join(): Promise<void> {
+    await this.#shutdownBegun;
+    await this.#shutdown;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Connections
+
+  #redisClient(extra: Record<string, unknown> = {}): any {
+    const IORedis = loadIORedis('mp.backends.bullmq()');
+    const { url, ...rest } = ioredisOptions(this.#o.connection) as { url?: string };
+    const options = {
+      ...rest,
+      // Commands wait while Redis is away, and go out when it is back.
+      maxRetriesPerRequest: null,
+      retryStrategy: (times: number) => Math.max(Math.min(Math.exp(times), 20_000), 1000),
+      ...extra,
+    };
+    return url === undefined ? new IORedis(options) : new IORedis(url, options);
+  }
+
+  async #start(): Promise<void> {
+    const { Queue, QueueEvents, Worker } = this.#bull;
+    const o = this.#o;
+    const connection = ioredisOptions(o.connection);
+    this.#redis = this.#redisClient({ connectionName: 'nmp-pool' });
+    this.#redis.on('error', () => undefined);
+    await firstConnection(this.#redis, CONNECT_MS, `the pool (${typeof o.connection === 'string' ? redact(o.connection) : 'its connection'})`);
+    // Each reconnection: look up the jobs still waited for (events may have been missed, or Redis lost them).
+    this.#redis.on('ready', () => void this.#reconcile());
+    await checkEvictionPolicy(this.#redis, o.allowEviction, 'mp.backends.bullmq()');
+    if (this.#shutdown !== undefined) return;
+    // The events of our jobs all come after this position: QueueEvents reads from it.
+    const last: Array<[string, string[]]> = await this.#redis.xrevrange(this.#keys.events, '+', '-', 'COUNT', 1);
+    if (this.#shutdown !== undefined) return;
+    const lastEventId = last.length > 0 ? last[0][0] : '0-0';
+    this.#events = new QueueEvents(o.queue, { connection, prefix: o.prefix, lastEventId });
+    this.#events.on('error', () => undefined);
+    this.#events.on('completed', (e: { jobId: string; returnvalue: unknown }) => this.#onCompleted(e.jobId, e.returnvalue));
+    this.#events.on('failed', (e: { jobId: string; failedReason: string }) => this.#onFailed(e.jobId, e.failedReason));
+    this.#events.on('stalled', (e: { jobId: string }) => this.#onStalled(e.jobId));
+    this.#queue = new Queue(o.queue, { connection, prefix: o.prefix });
+    this.#queue.on('error', () => undefined);
+    // BullMQ's stalled-job check, also from here: a lost host is found even if no other worker runs.
+    this.#checker = new Worker(o.queue, null, { connection, prefix: o.prefix, autorun: false, stalledInterval: o.stalledInterval, maxStalledCount: 0 });
+    this.#checker.on('error', () => undefined);
+    await Promise.all([this.#queue.waitUntilReady(), this.#events.waitUntilReady(), this.#checker.waitUntilReady()]);
+    void this.#checker.startStalledCheckTimer();
+    // When the events' own connection comes back, events may have gone meanwhile (the stream is
+    // trimmed to ~10,000): look the jobs up.
+    const eventsClient = await this.#events.client;
+    eventsClient?.on?.('ready', () => void this.#reconcile());
+  }
+
+  /** Redis cannot be used (refused, not noeviction, bullmq missing...): every call rejects with why. */
+  #fail(err: Error): void {
+    this.#fatal = err;
+    for (const u of this.#byId.values()) if (!u.job.done) u.job.unitDone(u, false, err);
+    this.#byId.clear();
+    this.#toAdd = [];
+    // Let the connections go: they would retry for ever.
+    void this.#close(async () => undefined);
+  }
+
+  #flush(): void {
+    if (!this.#ready || this.#toAdd.length === 0 || this.#shutdown !== undefined) return;
+    const units = this.#toAdd.filter((u) => !u.job.done && this.#byId.get(u.jobId) === u);
+    this.#toAdd = [];
+    if (units.length === 0) return this.#maybeFinish();
+    const o = this.#o;
+    const c = this.#config;
+    const jobs = units.map((u) => {
+      const spec = this.#host.specs[u.fnId];
+      const data: JobData = { v: VERSION, pool: this.#poolId, fn: spec, mode: u.mode, x: o.maxPayload, p: u.p };
+      if (this.#init !== undefined) data.init = this.#init;
+      if (c.taskTimeout !== undefined) data.t = c.taskTimeout;
+      if (c.maxTasksPerChild > 0) data.m = c.maxTasksPerChild;
+      if (o.hmacKey !== undefined) data.s = signJob(o.hmacKey, o.queue, u.jobId, data);
+      return {
+        name: spec.kind === 'module' ? spec.exportName : spec.name,
+        data,
+        opts: {
+          jobId: u.jobId,
+          attempts: o.retries + 1 - u.spent,
+          removeOnComplete: o.keep,
+          removeOnFail: o.keep,
+        },
+      };
+    });
+    this.#queue.addBulk(jobs).then(
+      () => {
+        for (const u of units) u.sent = true;
+      },
+      (err: Error) => {
+        const e = new Error(`the pool could not add its jobs to the queue ${o.queue}: ${err.message}`, { cause: err });
+        for (const u of units) this.#settle(u, false, e);
+      },
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Outcomes
+
+  #settle(u: RemoteUnit, ok: boolean, value: unknown): void {
+    if (this.#byId.get(u.jobId) === u) this.#byId.delete(u.jobId);
+    if (!u.job.done) u.job.unitDone(u, ok, value);
+    this.#maybeFinish();
+  }
+
+  #onCompleted(jobId: string, returnvalue: unknown): void {
+    const u = this.#byId.get(jobId);
+    if (u === undefined || u.settling) return;
+    u.settling = true;
+    void this.#readResult(u, returnvalue as ResultData);
+  }
+
+  async #readResult(u: RemoteUnit, r: ResultData): Promise<void> {
+    const o = this.#o;
+    try {
+      if (typeof r !== 'object' || r === null || r.v !== VERSION) throw new Error(`job ${u.jobId} completed with a value that is not a node-multiprocessing result: was it run by another kind of worker?`);
+      let base64 = r.r;
+      if (r.k === 1) {
+        base64 = await this.#redis.getdel(this.#keys.result(u.jobId));
+        if (base64 === null) throw new Error(`the result of job ${u.jobId} is gone from Redis (out-of-line results are kept 24 h; was Redis restarted without persistence?)`);
+      }
+      if (typeof base64 !== 'string') throw new Error(`job ${u.jobId} completed without a result`);
+      if (o.hmacKey !== undefined && !resultSignatureValid(o.hmacKey, o.queue, u.jobId, base64, r.s)) {
+        throw new Error(`the result of job ${u.jobId} is not signed with the pool's HMAC key: refused (a worker without the key, or a forged result)`);
+      }
+      this.#settle(u, true, v8.deserialize(Buffer.from(base64, 'base64')));
+    } catch (err) {
+      this.#settle(u, false, err);
+    }
+  }
+
+  #onFailed(jobId: string, failedReason: string): void {
+    const u = this.#byId.get(jobId);
+    if (u === undefined || u.settling) return;
+    const f = parseFailure(String(failedReason), this.#o.hmacKey, this.#o.queue, jobId);
+    if (f === undefined) {
+      if (/stalled/.test(failedReason)) return this.#onStalled(jobId);
+      return this.#settle(u, false, withCallSite(new Error(`job ${jobId} failed in BullMQ: ${failedReason}`), u));
+    }
+    this.#settle(u, false, failureError(f, u));
+  }
+
+  /** A job whose lock expired: its worker host is gone (or was cut off from Redis for lockDuration). */
+  #onStalled(jobId: string): void {
+    const u = this.#byId.get(jobId);
+    if (u === undefined || u.settling) return;
+    u.settling = true;
+    void (async () => {
+      let job: any;
+      try {
+        job = await Promise.race([this.#queue.getJob(jobId), new Promise((r) => setTimeout(r, 2000).unref())]);
+      } catch {
+        // Redis is away: what we know will do.
+      }
+      const spentHere = (typeof job?.attemptsMade === 'number' ? job.attemptsMade : 0) + 1;
+      const processedBy: string | undefined = job?.processedBy;
+      // The job is failed in Redis (BullMQ fails it when a worker next takes it): take it out.
+      this.#queue.remove(jobId).catch(() => undefined);
+      if (this.#byId.get(jobId) !== u) return;
+      const left = this.#o.retries + 1 - (u.spent + spentHere);
+      if (left > 0 && !this.#terminated) {
+        // Run it again, under a new id (the stalled one is failed for good).
+        this.#byId.delete(jobId);
+        u.spent += spentHere;
+        u.jobId = `${this.#poolId}-${u.seq}-r${u.spent}`;
+        u.sent = false;
+        u.settling = false;
+        this.submit([u]);
+        return;
+      }
+      const pid = Number(/:(\d+)$/.exec(processedBy ?? '')?.[1] ?? 0);
+      const who = processedBy === undefined ? 'its worker host' : `its worker host ${processedBy}`;
+      this.#settle(u, false, withCallSite(new WorkerLostError(
+        `${who} was lost while running the task: the job's lock expired and BullMQ's stalled-job check failed it ` +
+        '(the host died, or was cut off from Redis for longer than its lock duration)',
+        pid, null, null,
+      ), u));
+    })();
+  }
+
+  /** After a reconnection: each job still waited for is looked up, for an outcome whose event was missed or a job Redis lost. */
+  async #reconcile(): Promise<void> {
+    const units = [...this.#byId.values()].filter((u) => u.sent && !u.settling);
+    for (let i = 0; i < units.length; i += 100) {
+      await Promise.all(units.slice(i, i + 100).map(async (u) => {
+        let job: any;
+        try {
+          job = await this.#queue.getJob(u.jobId);
+        } catch {
+          return; // away again: the next reconnection looks again
+        }
+        if (this.#byId.get(u.jobId) !== u || u.settling) return;
+        if (job === undefined || job === null) {
+          return this.#settle(u, false, withCallSite(new Error(
+            `the job ${u.jobId} of this pool is gone from Redis: Redis lost its data (restarted without persistence, or evicted keys), ` +
+            'or the job was removed. Run Redis with appendonly yes and maxmemory-policy noeviction (docs/scale-out.md)',
+          ), u));
+        }
+        if (!job.finishedOn) return; // waiting or running: its event is still to come
+        if (job.returnvalue !== null && job.returnvalue !== undefined && !job.failedReason) return this.#onCompleted(u.jobId, job.returnvalue);
+        if (job.failedReason) return this.#onFailed(u.jobId, job.failedReason);
+      }));
+    }
+  }
+
+  async #cancelJobs(ids: string[]): Promise<void> {
+    try {
+      await this.#redis.publish(this.#keys.cancel, JSON.stringify({ pool: this.#poolId, jobs: ids }));
+      await Promise.all(ids.map((id) => this.#queue.remove(id).catch(() => undefined)));
+    } catch {
+      // Redis is away: the aborted call has rejected already; its task may still run.
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Closing
+
+  /** Closed, no input left to read, nothing waited for: the connections go. */
+  #maybeFinish(): void {
+    if (this.#shutdown !== undefined || this.#host.state === 'running' || this.#host.activeStreams > 0) return;
+    if (this.#byId.size > 0 || this.#toAdd.length > 0) return;
+    void this.#close(async () => undefined);
+  }
+
+  #close(before: () => Promise<void>): Promise<void> {
+    this.#shutdown ??= (async () => {
+      this.#shutdownStarted();
+      // Still connecting: stop trying, and let #start finish before closing what it made.
+      if (!this.#ready && this.#redis !== undefined && this.#redis.status !== 'ready') this.#redis.disconnect();
+      await this.#starting.catch(() => undefined);
+      try {
+        if (this.#redis?.status === 'ready') await withTimeout(before(), SHUTDOWN_WAIT_MS);
+      } catch {
+        // Redis is away: what the workers were to be told, they find out from the pool's silence.
+      }
+        // With Redis away, closing cleanly would wait for it: just disconnect.
+      const up = this.#redis?.status === 'ready';
+      const closers = [this.#checker, this.#events, this.#queue].filter((c) => c !== undefined).map((c) => c.close().catch(() => undefined));
+      await withTimeout(Promise.all(closers), up ? SHUTDOWN_WAIT_MS : 100).catch(() => undefined);
+      for (const c of [this.#checker, this.#events, this.#queue]) c?.disconnect?.().catch?.(() => undefined);
+      if (this.#redis !== undefined) {
+        if (this.#redis.status === 'ready') await withTimeout(this.#redis.quit(), 1000).catch(() => undefined);
+        this.#redis.disconnect();
+      }
+    })();
+    return this.#shutdown;
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p,
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('timed out')), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** The error as thrown at the call: its own name and message, and the call site's stack. */
+function withCallSite<E extends Error>(err: E, u: RemoteUnit): E {
+  const local = u.job.callSite.stack;
+  if (local !== undefined) err.stack = `${err.name}: ${err.message}\n${local.slice(local.indexOf('\n') + 1)}`;
+  return err;
+}
+
+function failureError(f: Failure, u: RemoteUnit): Error {
+  const info: ErrorInfo = f.info;
+  switch (f.kind) {
+    case 'lost':
+      return withCallSite(new WorkerLostError(info.message, f.pid ?? 0, f.exitCode ?? null, f.signal ?? null), u);
+    case 'timeout':
+      return withCallSite(new TimeoutError(info.message), u);
+    default:
+      return rebuildError(info, u.job.callSite);
+  }
+}
