@@ -1,35 +1,18 @@
 #!/usr/bin/env node
-// node-multiprocessing's runner for the anchors' table: prints one JSON line per figure,
-// {"system","workload","value","unit","n"}, with the anchors' workload keys (see
-// ../shared/anchors/py_runner.py), plus a few of our own (W6.lock.async_wakeup.*, W7.sum.private_loop.*).
+// node-multiprocessing's runner: prints one JSON line per figure, {"system","workload","value",
+// "unit","n"}, with the workload keys that the peers' runners (bench/peers/) print for theirs,
+// and the sizes of bench/sizes.json. A few keys are ours alone (W1.start_join_warm.*,
+// W6.lock.async_wakeup.*, W7.sum.private_loop.*, W5.queue.small_ints_async.*).
 //
 //   node bench/nmp_runner.js [W1,W2,W3,W4,W5,W6,W7,W8,W9]
 'use strict';
 const fs = require('fs');
 const mp = require('..');
+const { SIZES: N, emitter, now, median, pct, selected, memoryOf, sleep, cpuJob, cpuSpeedup, roundTrips } = require('./common');
 
-const SYSTEM = 'node-multiprocessing';
-const N = { W1: 30, W2: 5, W3: 100_000, W4: 5000, W6A: 1_000_000, W6B: 100_000, W7: 10_000_000, W7_REPS: 3, WAKE: 300, W8_TASKS: 8 };
+const emit = emitter('node-multiprocessing');
 
-function emit(workload, value, unit, n) {
-  const v = Math.round(Number(value) * 1e6) / 1e6;
-  process.stdout.write(JSON.stringify({ system: SYSTEM, workload, value: v, unit, n }) + '\n');
-}
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const k = (s.length - 1) * p;
-  const f = Math.floor(k);
-  const c = Math.ceil(k);
-  return s[f] + (s[c] - s[f]) * (k - f);
-};
-const now = () => performance.now();
-
-// W1: start+join of an empty target (after one warm-up), as py_runner's w1.
+// W1: start+join of an empty target (after one warm-up), as every peer times its own.
 async function w1() {
   const empty = () => {};
   const warm = new mp.Process({ target: empty });
@@ -47,7 +30,7 @@ async function w1() {
   emit('W1.start_join.p95', pct(ts, 0.95), 'ms', N.W1);
 
   // The same with the 'warm' start method, a spare being up at each start (it is not a fork:
-  // a fresh Node booted ahead of time). Not in the anchors' table: our own key.
+  // a fresh Node booted ahead of time). No peer has it: our own key.
   mp.setStartMethod('warm', { spares: 1 });
   const warmTs = [];
   for (let i = 0; i < N.W1; i++) {
@@ -63,13 +46,13 @@ async function w1() {
   emit('W1.start_join_warm.p95', pct(warmTs, 0.95), 'ms', N.W1);
 }
 
-// W5: a child produces, the parent consumes (py_runner's w5): 200k small ints, then 2000 × 64 KiB
-// Buffers. The parent uses getSync, as Python's parent blocks in q.get(); the async form is
-// measured too (our own key).
+// W5: a child produces, the parent consumes (as in bench/peers/python.py): 200k small ints, then
+// 2000 × 64 KiB Buffers. The parent uses getSync, as Python's parent blocks in q.get(); the async
+// form is measured too (our own key).
 async function w5() {
-  const N_INTS = 200_000;
-  const N_BYTES = 2000;
-  const SIZE = 64 * 1024;
+  const N_INTS = N.W5_INTS;
+  const N_BYTES = N.W5_BYTES_N;
+  const SIZE = N.W5_BYTES;
   const run = async (label, n, size, consume) => {
     const q = new mp.Queue();
     const ready = new mp.Event();
@@ -148,7 +131,7 @@ async function w5() {
 
 // W6a: uncontended acquire+release pairs in one process; W6b: two processes × 100k locked
 // increments of a raw Value, started together behind a Barrier, timed by CLOCK_MONOTONIC
-// stamps taken in the children (py_runner's w6).
+// stamps taken in the children (as bench/peers/python.py).
 function pairs(lock, n) {
   for (let i = 0; i < n; i++) {
     lock.acquireSync();
@@ -159,7 +142,7 @@ function pairs(lock, n) {
 async function w6() {
   const lock = new mp.Lock();
   const reps = [];
-  for (let r = 0; r < 5; r++) {
+  for (let r = 0; r < N.W6A_REPS; r++) {
     const t0 = now();
     pairs(lock, N.W6A);
     reps.push(now() - t0);
@@ -296,17 +279,11 @@ async function w7() {
   arr.close();
 }
 
-function memoryOf(pids) {
-  const rss = pids.map((pid) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024);
-  const pss = pids.map((pid) => Number(/Pss:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))[1]) / 1024);
-  return { rss: rss.reduce((a, b) => a + b) / rss.length, pss: pss.reduce((a, b) => a + b) / pss.length };
-}
-
-// W9: RSS of idle pool workers after each ran a 50 ms task (as py_runner's w9), and of an idle
+// W9: RSS of idle pool workers after each ran a 50 ms task (as the peers' pools), and of an idle
 // Process child (our own key).
 async function w9(pool) {
-  await pool.map((ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms), [50, 50], { chunksize: 1 });
-  await new Promise((r) => setTimeout(r, 500));
+  await pool.map((ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms), [N.W9_TASK_MS, N.W9_TASK_MS], { chunksize: 1 });
+  await sleep(N.W9_IDLE_MS);
   const workers = memoryOf(pool.pids);
   emit('W9.idle_worker_rss', workers.rss, 'MiB', 2);
   emit('W9.idle_worker_pss', workers.pss, 'MiB', 2);
@@ -315,7 +292,7 @@ async function w9(pool) {
 async function w9child() {
   const ps = [0, 1].map(() => new mp.Process({ target: () => setInterval(() => {}, 1000) }));
   ps.forEach((p) => p.start());
-  await new Promise((r) => setTimeout(r, 700));
+  await sleep(N.W9_IDLE_MS + 200);
   const children = memoryOf(ps.map((p) => p.pid));
   emit('W9.idle_child_rss', children.rss, 'MiB', 2);
   ps.forEach((p) => p.kill());
@@ -345,7 +322,7 @@ async function w2() {
   const warm = [];
   for (let i = 0; i < N.W2; i++) {
     await mp.sparesReady();
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     warm.push(await round());
   }
   mp.setStartMethod('spawn');
@@ -355,7 +332,7 @@ async function w2() {
 // W3: map x*x over 100k items on a warm pool of 2: default chunking, chunksize 1, chunksize 12500.
 async function w3(pool) {
   const data = Array.from({ length: N.W3 }, (_, i) => i);
-  for (const [name, chunksize] of [['default', undefined], ['chunk1', 1], ['chunk12500', 12500]]) {
+  for (const [name, chunksize] of [['default', undefined], ['chunk1', 1], ['chunk12500', N.W3_CHUNK]]) {
     const t0 = now();
     const res = await pool.map(square, data, { chunksize });
     const t = now() - t0;
@@ -371,88 +348,22 @@ async function w3(pool) {
 
 // W4: sequential apply round trips on a warm pool (200 warm-up calls, 5000 timed).
 async function w4(pool) {
-  for (let i = 0; i < 200; i++) await pool.apply(trivial, [i]);
-  const ts = [];
-  for (let i = 0; i < N.W4; i++) {
-    const t0 = now();
-    const r = await pool.apply(trivial, [i]);
-    ts.push((now() - t0) * 1e3);
-    if (r !== i) throw new Error('W4: wrong result');
-  }
-  emit('W4.apply_roundtrip.median', median(ts), 'us', N.W4);
-  emit('W4.apply_roundtrip.mean', ts.reduce((a, b) => a + b) / ts.length, 'us', N.W4);
-  emit('W4.apply_roundtrip.p95', pct(ts, 0.95), 'us', N.W4);
+  await roundTrips(emit, (i) => pool.apply(trivial, [i]));
 }
 
-const CLK_TCK = 100;
-function busyTicks() {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  return f.reduce((a, b) => a + b) - f[3] - f[4];   // all but idle and iowait
-}
-function ticksOf(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return 0;
-  }
-}
-const probe = (pids) => ({ busy: busyTicks(), ours: pids.reduce((a, p) => a + ticksOf(p), 0), t: now() });
-/** Mean cores used by processes other than ours between two probes. */
-const foreignLoad = (a, b) => Math.max(0, ((b.busy - a.busy) - (b.ours - a.ours)) / CLK_TCK / ((b.t - a.t) / 1e3));
-
-// W8: the tutorial's CPU job, 8 tasks of ~0.5 s: sequential in this process vs a pool of 2.
-function cpuJob(n) {
-  let res = 0;
-  for (let i = 0; i < n; i++) res += i + i ** 2 + i ** 3;
-  return res;
-}
+// W8: the tutorial's CPU job, 8 tasks of ~0.25 s: sequential in this process vs a pool of 2.
 async function w8(pool) {
-  let n = 20_000;
-  let t;
-  for (;;) {
-    const t0 = now();
-    cpuJob(n);
-    t = now() - t0;
-    if (t > 100) break;
-    n *= 2;
-  }
-  const N8 = Math.floor((n * 500) / t);
-  // As py_runner: the machine is shared, so each phase also measures the CPU that other processes
-  // took (/proc/stat minus our pids); an attempt they disturbed (≥ 0.25 core) is redone, up to 3.
-  const pids = [process.pid, ...pool.pids];
-  const attempts = [];
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const p0 = probe(pids);
-    const seq = [];
-    for (let i = 0; i < N.W8_TASKS; i++) seq.push(cpuJob(N8));
-    const p1 = probe(pids);
-    const par = await pool.map(cpuJob, Array(N.W8_TASKS).fill(N8), { chunksize: 1 });
-    const p2 = probe(pids);
-    if (JSON.stringify(seq) !== JSON.stringify(par)) throw new Error('W8: results differ');
-    const foreign = Math.max(foreignLoad(p0, p1), foreignLoad(p1, p2));
-    attempts.push({ foreign, tSeq: p1.t - p0.t, tPar: p2.t - p1.t });
-    if (foreign < 0.25) break;
-  }
-  const { foreign, tSeq, tPar } = attempts.find((a) => a.foreign < 0.25) ?? attempts.reduce((a, b) => (b.foreign < a.foreign ? b : a));
-  emit('W8.cpu.attempts', attempts.length, 'count', N.W8_TASKS);
-  emit('W8.cpu.foreign_load', foreign, 'cores', N.W8_TASKS);
-  emit('W8.cpu.N', N8, 'iterations', N.W8_TASKS);
-  emit('W8.cpu.task', tSeq / N.W8_TASKS, 'ms', N.W8_TASKS);
-  emit('W8.cpu.seq_total', tSeq, 'ms', N.W8_TASKS);
-  emit('W8.cpu.pool_total', tPar, 'ms', N.W8_TASKS);
-  emit('W8.cpu.speedup', tSeq / tPar, 'x', N.W8_TASKS);
+  await cpuSpeedup(emit, (n, tasks) => pool.map(cpuJob, Array(tasks).fill(n), { chunksize: 1 }), () => [process.pid, ...pool.pids]);
 }
 
 const POOL_WORKLOADS = { W9: w9, W4: w4, W3: w3, W8: w8 };
 const WORKLOADS = { W1: w1, W2: w2, W5: w5, W6: w6, W7: w7, W9: w9child };
 
-/** W9, W4, W3 and W8 share one pool of 2, in py_runner's order (its W4 warms what W3 uses). */
-async function poolWorkloads(which) {
+/** W9, W4, W3 and W8 share one pool of 2, in this order in every runner (W4 warms what W3 uses). */
+async function poolWorkloads(want) {
   const pool = new mp.Pool({ processes: 2 });
   try {
-    for (const [w, run] of Object.entries(POOL_WORKLOADS)) if (which.includes(w)) await run(pool);
+    for (const [w, run] of Object.entries(POOL_WORKLOADS)) if (want(w)) await run(pool);
   } finally {
     pool.terminate();
     await pool.join();
@@ -461,11 +372,10 @@ async function poolWorkloads(which) {
 
 async function main() {
   const t0 = now();
-  const which = (process.argv[2] || 'W1,W2,W3,W4,W5,W6,W7,W8,W9').split(',');
-  for (const w of which) if (!WORKLOADS[w] && !POOL_WORKLOADS[w]) throw new Error(`unknown workload ${w}`);
-  if (which.includes('W2')) await w2();
-  if (which.some((w) => POOL_WORKLOADS[w])) await poolWorkloads(which);
-  for (const w of which) if (WORKLOADS[w] && w !== 'W2') await WORKLOADS[w]();
+  const want = selected(['W1', 'W2', 'W3', 'W4', 'W5', 'W6', 'W7', 'W8', 'W9']);
+  if (want('W2')) await w2();
+  if (Object.keys(POOL_WORKLOADS).some(want)) await poolWorkloads(want);
+  for (const [w, run] of Object.entries(WORKLOADS)) if (want(w) && w !== 'W2') await run();
   emit('runner.wall', (now() - t0) / 1e3, 's', 1);
 }
 
