@@ -3,6 +3,7 @@
 // The child is `node [execArgv] dist/bootstrap.js`, given a Unix socket (fd 3), the name
 // tracker's socket (fd 4) and the fds of every shared object in its arguments.
 // Its exit is watched through a pidfd; wait4 gives the status and the resource usage.
+import { readFileSync } from 'fs';
 import { isMainThread } from 'worker_threads';
 
 import { Channel } from './channel';
@@ -61,6 +62,42 @@ function installExitHook(): void {
   });
 }
 
+/**
+ * The CPUs this process may run on (its affinity, which `taskset` or a container's cpuset sets),
+ * as the kernel lists them in /proc/self/status: `0-3,8,10-11`. null if it cannot say.
+ */
+function allowedCpus(): { list: string; cpus: Set<number> } | null {
+  let status: string;
+  try {
+    status = readFileSync('/proc/self/status', 'latin1');
+  } catch {
+    return null;
+  }
+  const list = /^Cpus_allowed_list:\s*(\S+)$/m.exec(status)?.[1];
+  if (list === undefined) return null;
+  const cpus = new Set<number>();
+  for (const part of list.split(',')) {
+    const [lo, hi = lo] = part.split('-').map(Number);
+    if (!Number.isInteger(lo) || !Number.isInteger(hi)) return null;
+    for (let c = lo; c <= hi && c < 1024; c++) cpus.add(c);
+  }
+  return { list, cpus };
+}
+
+/**
+ * A CPU this process may not use would make the child's sched_setaffinity fail (EINVAL), or be
+ * dropped silently next to one it may: refused here, by its index, before anything starts.
+ */
+function checkCpusAllowed(cpus: readonly number[]): void {
+  const allowed = allowedCpus();
+  if (allowed === null) return;
+  for (const c of cpus) {
+    if (!allowed.cpus.has(c)) {
+      throw new RangeError(`Process(): CPU ${c} is not one this process may run on (its CPUs: ${allowed.list})`);
+    }
+  }
+}
+
 function checkStringArray(value: unknown, what: string): string[] {
   if (!Array.isArray(value) || value.some((x) => typeof x !== 'string')) {
     throw new TypeError(`Process(): ${what} must be an array of strings, got ${describe(value)}`);
@@ -101,6 +138,7 @@ export class Process<F extends AnyFunction = AnyFunction> {
         if (typeof c !== 'number' || !Number.isInteger(c)) throw new TypeError(`Process(): cpus must hold integers, got ${describe(c)}`);
         if (c < 0 || c >= 1024) throw new RangeError(`Process(): CPU index ${c} is out of range (0..1023)`);
       }
+      checkCpusAllowed(cpus);
     }
     checkSignal(signal);
     if (options.startMethod !== undefined && options.startMethod !== 'spawn' && options.startMethod !== 'warm') {
@@ -145,7 +183,7 @@ export class Process<F extends AnyFunction = AnyFunction> {
     // Everything that can fail on bad input fails here, before any fork.
     const segments = new Map<string, Segment>();
     const retains: Array<() => () => void> = [];
-    const encoded = encode(this.#args, { segment: (s) => segments.set(s.key, s), retain: (r) => retains.push(r) });
+    const encoded = encode(this.#args, { segment: (s) => segments.set(s.key, s), retain: (r) => retains.push(r) }, 'Process args');
     const args = serialize(encoded, 'Process args');
 
     installExitHook();

@@ -78,7 +78,13 @@ class Sender {
   private line: Promise<unknown> = Promise.resolve();
   private waiting = 0;
 
-  constructor(private readonly ring: Ring, private readonly countTask: boolean) {}
+  /** `closedMessage`: what a put on the closed ring says, in its owner's terms. */
+  constructor(private readonly ring: Ring, private readonly countTask: boolean, private readonly closedMessage: string) {}
+
+  /** A RingClosed becomes the owner's own error (a Queue's, a Connection's); others pass as they are. */
+  private closedError(err: unknown): unknown {
+    return err instanceof RingClosed ? new Error(this.closedMessage) : err;
+  }
 
   private prepare(item: unknown, what: string): Frame {
     const frame = encodeItem(item, what);
@@ -104,7 +110,7 @@ class Sender {
       ok = (this.waiting === 0 && this.ring.tryPut(frame, this.countTask)) || runSync(this.ring.putPlan(frame, timeout, this.countTask));
     } catch (err) {
       this.drop(frame);
-      throw err instanceof RingClosed ? new Error('Queue is closed') : err;
+      throw this.closedError(err);
     }
     if (!ok) {
       this.drop(frame);
@@ -123,7 +129,7 @@ class Sender {
       }
     } catch (err) {
       if (prepared !== undefined) this.drop(prepared);
-      return Promise.reject(err instanceof RingClosed ? new Error('Queue is closed') : err);
+      return Promise.reject(this.closedError(err));
     }
     const frame = prepared;
     this.waiting++;
@@ -132,7 +138,7 @@ class Sender {
         if (!(await runAsync(this.ring.putPlan(frame, timeout, this.countTask), signal))) throw new Full('the queue is full');
       } catch (err) {
         this.drop(frame);
-        throw err instanceof RingClosed ? new Error('Queue is closed') : err;
+        throw this.closedError(err);
       } finally {
         this.waiting--;
       }
@@ -187,7 +193,7 @@ export class Queue<T = unknown> {
 
   private bind(ring: Ring): void {
     this.ring = ring;
-    this.sender = new Sender(ring, this instanceof JoinableQueue);
+    this.sender = new Sender(ring, this instanceof JoinableQueue, 'Queue is closed');
   }
 
   /** Resolves once the item is in the queue; rejects with mp.Full on timeout. */
@@ -328,6 +334,8 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
 // ---------------------------------------------------------------------------------------------
 // Pipe
 
+const CONNECTION_CLOSED = 'the connection is closed';
+
 /** One end of a Pipe (Python's Connection). */
 export class Connection<T = unknown> {
   private reader: Ring | null = null;
@@ -341,7 +349,8 @@ export class Connection<T = unknown> {
     c.isClosed = false;
     c.reader = reader;
     c.writer = writer;
-    c.sender = writer === null ? null : new Sender(writer, false);
+    // Python says "handle is closed": the ring is closed when any holder of this end closed it.
+    c.sender = writer === null ? null : new Sender(writer, false, CONNECTION_CLOSED);
     return c;
   }
 
@@ -358,7 +367,7 @@ export class Connection<T = unknown> {
   }
 
   private check(side: 'reader' | 'writer'): Ring {
-    if (this.isClosed) throw new Error('the connection is closed');
+    if (this.isClosed) throw new Error(CONNECTION_CLOSED);
     const ring = this[side];
     if (ring === null) throw new Error(side === 'reader' ? 'connection is write-only' : 'connection is read-only');
     return ring;

@@ -30,6 +30,12 @@ function checkName(name: unknown): string {
   return bare;
 }
 
+function detachedView(): Uint8Array {
+  const view = new Uint8Array(0);
+  structuredClone(view.buffer, { transfer: [view.buffer] });
+  return view;
+}
+
 export class SharedMemory {
   readonly name!: string;
   readonly size!: number;
@@ -76,7 +82,10 @@ export class SharedMemory {
 
   /** The segment's bytes (detached, length 0, after close()). */
   get buf(): Uint8Array {
-    return (this.view ??= new Uint8Array(this.seg.buffer));
+    // A detached ArrayBuffer cannot take a new view: read for the first time after close() (this
+    // object's, or that of another SharedMemory of this process over the same mapping), buf is an
+    // empty view of a detached buffer of its own, as an earlier read would be by now.
+    return (this.view ??= this.seg.closed ? detachedView() : new Uint8Array(this.seg.buffer));
   }
 
   /** Unmaps it in this process; the segment lives on for the others. */

@@ -44,6 +44,43 @@ const CLOSED_WORDS = ((): Int32Array => {
   return words;
 })();
 
+/** The public members a closed primitive refuses, by name; those that return a Promise reject. */
+const CLOSED_MEMBERS = [
+  'acquire', 'acquireSync', 'release', 'lockSync', 'withLock', 'withLockSync', 'locked', 'tryAcquire', 'isMine',
+  'getValue', 'set', 'clear', 'isSet', 'wait', 'waitSync', 'waitFor', 'waitForSync', 'notify', 'notifyAll',
+  'abort', 'reset', 'parties', 'nWaiting', 'broken',
+];
+const ASYNC_MEMBERS = new Set(['acquire', 'withLock', 'wait', 'waitFor']);
+/** Each class's prototype for its closed objects, by the class's prototype. */
+const closedPrototypes = new Map<object, object>();
+
+/**
+ * Makes a closed primitive say so (`Lock is closed`) instead of V8's error about a detached
+ * buffer: it takes a prototype whose members throw. The open ones are not touched, so the
+ * uncontended paths stay one Atomics operation with no check added.
+ */
+function becomeClosed(primitive: object): void {
+  const proto = Object.getPrototypeOf(primitive) as object;
+  if (closedPrototypes.get(Object.getPrototypeOf(proto) as object) === proto) return;  // closed already
+  let closed = closedPrototypes.get(proto);
+  if (closed === undefined) {
+    closed = Object.create(proto) as object;
+    const kind = (proto.constructor as Function).name;
+    const fail = (): Error => new Error(`${kind} is closed`);
+    for (const name of CLOSED_MEMBERS) {
+      let owner = proto as object | null;
+      while (owner !== null && !Object.prototype.hasOwnProperty.call(owner, name)) owner = Object.getPrototypeOf(owner) as object | null;
+      if (owner === null) continue;
+      const member = ASYNC_MEMBERS.has(name) ? () => Promise.reject(fail()) : () => { throw fail(); };
+      const getter = Object.getOwnPropertyDescriptor(owner, name)!.get !== undefined;
+      Object.defineProperty(closed, name, getter ? { get: member } : { value: member, writable: true });
+    }
+    Object.defineProperty(closed, 'toString', { value: () => `<${kind} closed>`, writable: true });
+    closedPrototypes.set(proto, closed);
+  }
+  Object.setPrototypeOf(primitive, closed);
+}
+
 /** Where a shared primitive's words are, as its description carries it. */
 export interface WordsState {
   offset: number;
@@ -125,6 +162,7 @@ abstract class Primitive {
   dieWithHolder(): void {
     this.dead = true;
     this.w = CLOSED_WORDS;
+    becomeClosed(this);
   }
 
   /** The description every kind shares: where its words are, and the reference a message takes. */
@@ -155,6 +193,7 @@ abstract class Primitive {
   close(): void {
     if (this.block === undefined) {
       this.seg.close();
+      becomeClosed(this);
       return;
     }
     if (this.owns) {
@@ -164,6 +203,7 @@ abstract class Primitive {
     }
     this.dead = true;
     this.w = CLOSED_WORDS;
+    becomeClosed(this);
   }
 }
 

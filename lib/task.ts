@@ -66,9 +66,12 @@ export function toTaskSpec(target: unknown, caller: string): TaskSpec {
   const name = target.name || '(anonymous)';
   const source = Function.prototype.toString.call(target);
   if (/\{\s*\[native code\]\s*\}\s*$/.test(source)) {
-    throw new TypeError(name.startsWith('bound ')
-      ? `${caller}: ${name} is a bound function, which cannot be sent to another process; pass the bound values as arguments`
-      : `${caller}: ${name} is a native function, which cannot be sent to another process`);
+    if (name.startsWith('bound ')) {
+      // bind() names the result `bound <name>`, and just `bound ` for an anonymous function.
+      const what = name === 'bound ' ? 'an anonymous bound function' : `${name} is a bound function, which`;
+      throw new TypeError(`${caller}: ${what} cannot be sent to another process; pass the bound values as arguments`);
+    }
+    throw new TypeError(`${caller}: ${name} is a native function, which cannot be sent to another process`);
   }
   if (/^class\b/.test(source)) throw new TypeError(`${caller}: a class cannot be a target; use a function`);
   try {

@@ -96,7 +96,10 @@ export class Value<C extends Typecode | TypeName = Typecode | TypeName> {
 
   /** Reads and writes go straight to shared memory (unlocked, like Python's: `+=` is two steps). */
   get value(): ValueOf<C> {
-    return fromElement(this.info, this.view[0]) as ValueOf<C>;
+    const stored = this.view[0];
+    // Closed: the view is empty. undefined for every typecode ('c' and 'u' would make no character of it).
+    if (stored === undefined) return undefined as unknown as ValueOf<C>;
+    return fromElement(this.info, stored) as ValueOf<C>;
   }
 
   set value(v: ValueOf<C>) {

@@ -49,6 +49,29 @@ describe('SharedMemory', () => {
     shm.unlink();
   });
 
+  test('buf read for the first time after close() is a detached, empty view, not a TypeError', async () => {
+    const shm = new mp.SharedMemory({ create: true, size: 64 });
+    shm.close();
+    const buf = shm.buf;
+    expect(buf).toBeInstanceOf(Uint8Array);
+    expect([buf.length, buf.byteLength, buf.buffer.byteLength]).toEqual([0, 0, 0]);
+    buf[0] = 1;
+    expect(buf[0]).toBeUndefined();
+    expect(shm.buf).toBe(buf);
+    shm.unlink();
+    // A SharedMemory that came back through a queue stands on this process's one mapping of the
+    // segment: closing the other object unmaps it under this one too, before its first read.
+    const first = new mp.SharedMemory({ create: true, size: 64 });
+    const q = new mp.Queue<mp.SharedMemory>();
+    await q.put(first);
+    const back = await q.get({ timeout: 5000 });
+    expect(back.name).toBe(first.name);
+    first.close();
+    expect(back.buf.length).toBe(0);
+    back.close();
+    first.unlink();
+  });
+
   test('a user-chosen name works and is refused twice with EEXIST', () => {
     const name = `nmptest_${process.pid}_named`;
     const shm = new mp.SharedMemory({ name, create: true, size: 100 });

@@ -58,6 +58,16 @@ describe('Value', () => {
     u.close();
   });
 
+  test.each([['c', 'x'], ['u', '€'], ['i', 5], ['d', 2.5], ['q', 5n]])("a closed Value('%s') reads undefined and ignores writes", (code, value) => {
+    const v = new mp.Value(code as mp.Typecode, value as never);
+    v.close();
+    // 'c' and 'u' used to throw RangeError: Invalid code point NaN.
+    expect(v.value).toBeUndefined();
+    v.value = value as never;
+    expect(v.value).toBeUndefined();
+    expect(String(v)).toBe(`<Value('${code}', undefined)>`);
+  });
+
   test('names such as int32 and float64 are accepted', () => {
     const v = new mp.Value('int32', 1);
     expect(v.typecode).toBe('i');
@@ -237,7 +247,7 @@ describe('small objects come from shared arenas', () => {
     const v = new mp.Value('i', 1);
     const lock = v.getLock();
     v.close();
-    expect(() => lock.acquireSync()).toThrow();
+    expect(() => lock.acquireSync()).toThrow(new Error('RLock is closed'));
     expect(() => new mp.Queue().putSync(lock)).toThrow(/closed/);
   });
 

@@ -84,6 +84,52 @@ describe('Lock and RLock in one process', () => {
   });
 });
 
+describe('a closed Lock or RLock', () => {
+  test.each([['Lock'], ['RLock']])('%s: every use says "<kind> is closed"; a Promise form rejects with it', async (kind) => {
+    const lock = kind === 'Lock' ? new mp.Lock() : new mp.RLock();
+    lock.close();
+    lock.close();
+    const closed = new Error(`${kind} is closed`);
+    expect(() => lock.acquireSync()).toThrow(closed);
+    expect(() => lock.acquireSync({ blocking: false })).toThrow(closed);
+    expect(() => lock.release()).toThrow(closed);
+    expect(() => lock.locked()).toThrow(closed);
+    expect(() => lock.lockSync()).toThrow(closed);
+    expect(() => lock.withLockSync(() => 1)).toThrow(closed);
+    // Not V8's "Cannot perform Atomics.compareExchange on a detached ArrayBuffer".
+    expect(() => lock.acquireSync()).not.toThrow(/detached/);
+    const pending = [lock.acquire(), lock.acquire({ timeout: 10 }), lock.withLock(() => 1)];
+    for (const p of pending) await expect(p).rejects.toThrow(closed);
+    expect(String(lock)).toBe(`<${kind} closed>`);
+    expect(lock).toBeInstanceOf(mp.Lock);
+    expect(() => new mp.Queue().putSync(lock)).toThrow('this shared object is closed');
+  });
+
+  test('closing one does not touch another of the same kind, here or in a child', async () => {
+    const a = new mp.Lock();
+    const b = new mp.Lock();
+    const done = new mp.Value('i', 0);
+    a.close();
+    const p = new mp.Process({
+      target: (b: any, done: any) => {
+        b.acquireSync();
+        done.value = b.locked() ? 1 : 2;
+        b.release();
+      },
+      args: [b, done],
+    });
+    p.start();
+    await p.join(10000);
+    expect(p.exitCode).toBe(0);
+    expect(done.value).toBe(1);
+    expect(b.acquireSync()).toBe(true);
+    b.release();
+    expect(String(b)).toBe('<Lock(owner=None)>');
+    b.close();
+    done.close();
+  });
+});
+
 describe('Lock across processes', () => {
   test('4 processes × 5000 locked increments come out exact', async () => {
     const v = new mp.Value('i', 0, { lock: false });

@@ -204,6 +204,35 @@ describe('Barrier', () => {
   });
 });
 
+describe('closed primitives', () => {
+  test('a closed Semaphore, Event, Condition or Barrier says "<kind> is closed"; a Promise form rejects with it', async () => {
+    const sem = new mp.Semaphore(2);
+    const bounded = new mp.BoundedSemaphore(1);
+    const event = new mp.Event();
+    const cond = new mp.Condition();
+    const barrier = new mp.Barrier(2);
+    for (const o of [sem, bounded, event, cond, barrier]) {
+      o.close();
+      o.close();
+    }
+    const fails = async (kind: string, sync: Array<() => unknown>, promised: Array<() => Promise<unknown>>): Promise<void> => {
+      for (const f of sync) expect(f).toThrow(new Error(`${kind} is closed`));
+      for (const f of promised) await expect(f()).rejects.toThrow(new Error(`${kind} is closed`));
+    };
+    for (const [kind, s] of [['Semaphore', sem], ['BoundedSemaphore', bounded]] as const) {
+      await fails(kind, [() => s.acquireSync(), () => s.release(), () => s.getValue(), () => s.withLockSync(() => 1)], [() => s.acquire(), () => s.withLock(() => 1)]);
+    }
+    await fails('Event', [() => event.set(), () => event.clear(), () => event.isSet(), () => event.waitSync(10)], [() => event.wait(10)]);
+    await fails('Condition',
+      [() => cond.acquireSync(), () => cond.release(), () => cond.notify(), () => cond.notifyAll(), () => cond.waitSync(10), () => cond.waitForSync(() => true)],
+      [() => cond.acquire(), () => cond.wait(10), () => cond.waitFor(() => true), () => cond.withLock(() => 1)]);
+    await fails('Barrier',
+      [() => barrier.waitSync(10), () => barrier.abort(), () => barrier.reset(), () => barrier.parties, () => barrier.nWaiting, () => barrier.broken],
+      [() => barrier.wait(10)]);
+    expect([String(sem), String(event), String(barrier)]).toEqual(['<Semaphore closed>', '<Event closed>', '<Barrier closed>']);
+  });
+});
+
 describe('async waits', () => {
   // Linux 6.7 brought IORING_OP_FUTEX_WAIT; before it (or with io_uring refused), a thread waits.
   const [major, minor] = os.release().split('.').map(Number);

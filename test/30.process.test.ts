@@ -66,6 +66,66 @@ describe('Process', () => {
     flag.close();
   });
 
+  test('shared objects inside a Map, a Set and a class instance arrive as the same objects', async () => {
+    const lock = new mp.Lock();
+    const event = new mp.Event();
+    const v = new mp.Value('i', 1);
+    const arr = new mp.Array('d', [0, 0]);
+    const shm = new mp.SharedMemory({ create: true, size: 8 });
+    const q = new mp.Queue<string>();
+    const [mine, theirs] = mp.Pipe<string>();
+    class Job {
+      constructor(readonly event: mp.Event, readonly label: string) {}
+    }
+    const flags = new mp.Array('i', 2);
+    lock.acquireSync();  // held here: the child's lock must be this one to find it held
+    const p = new mp.Process({
+      target: async (m: Map<any, any>, s: Set<any>, job: any, flags: any) => {
+        flags[0] = m.get('lock').acquireSync({ blocking: false }) ? 2 : 1;
+        for (const [key, value] of m) if (value === 'a Value as a key') key.value = 42;
+        const [a, shm] = [...s];
+        a[1] = 2.5;
+        shm.buf[7] = 7;
+        m.get('queue').putSync('from the child');
+        await m.get('pipe').send('down the pipe');
+        job.event.set();
+        // A class instance arrives as v8.serialize makes it: a plain object of its own properties.
+        flags[1] = job.label === 'the job' && Object.getPrototypeOf(job) === Object.prototype ? 1 : 0;
+      },
+      args: [
+        new Map<unknown, unknown>([['lock', lock], [v, 'a Value as a key'], ['queue', q], ['pipe', theirs]]),
+        new Set<unknown>([arr, shm]),
+        new Job(event, 'the job'),
+        flags,
+      ],
+    });
+    p.start();
+    await p.join(10000);
+    expect(p.exitCode).toBe(0);
+    expect([...flags]).toEqual([1, 1]);
+    expect(v.value).toBe(42);
+    expect(arr[1]).toBe(2.5);
+    expect(shm.buf[7]).toBe(7);
+    expect(event.isSet()).toBe(true);
+    expect(await q.get({ timeout: 5000 })).toBe('from the child');
+    expect(await mine.poll(5000)).toBe(true);
+    expect(await mine.recv()).toBe('down the pipe');
+    lock.release();
+    for (const x of [lock, event, v, arr, shm, flags]) x.close();
+    shm.unlink();
+    mine.close();
+  });
+
+  test("a shared object in an Error's cause is refused with a TypeError that says where, before anything starts", () => {
+    const lock = new mp.Lock();
+    const p = new mp.Process({ target: (x: unknown) => x, args: [{ err: new Error('x', { cause: lock }) }] });
+    expect(() => p.start()).toThrow(TypeError);
+    expect(() => p.start()).toThrow(/^Process args\[0\]\.err\.cause: a Lock inside an Error cannot be sent to another process/);
+    expect(p.pid).toBeUndefined();
+    expect(mp.activeChildren()).toEqual([]);
+    lock.close();
+  });
+
   test('currentProcess() and parentProcess() in the child, MainProcess here', async () => {
     expect(mp.currentProcess().name).toBe('MainProcess');
     expect(mp.parentProcess()).toBeNull();
@@ -131,6 +191,36 @@ describe('Process', () => {
     expect(() => new mp.Process({ cpus: [-1] })).toThrow(RangeError);
     expect(() => new mp.Process({ args: 'x' as any })).toThrow(TypeError);
     expect(() => new mp.Process({ name: 5 as any })).toThrow(TypeError);
+  });
+
+  test('a bound function is refused in words that name it, an anonymous one too', () => {
+    function job(x: number) { return x; }
+    expect(() => new mp.Process({ target: job.bind(null) })).toThrow(
+      new TypeError('Process(): bound job is a bound function, which cannot be sent to another process; pass the bound values as arguments'),
+    );
+    // Its name is "bound ": the message used to read "bound  is a bound function".
+    expect(() => new mp.Process({ target: ((x: number) => x).bind(null) })).toThrow(
+      new TypeError('Process(): an anonymous bound function cannot be sent to another process; pass the bound values as arguments'),
+    );
+  });
+
+  test('a CPU this process may not run on is refused by its index, before anything starts', () => {
+    const list = /^Cpus_allowed_list:\s*(\S+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1];
+    const allowed = list.split(',').flatMap((part) => {
+      const [lo, hi = lo] = part.split('-').map(Number);
+      return Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+    });
+    const bad = Math.max(...allowed) + 1;
+    expect(bad).toBeLessThan(1024);
+    // Alone it used to fail at start() with "sched_setaffinity: EINVAL ... '/usr/bin/node'"; beside
+    // an allowed CPU, the kernel dropped it without a word.
+    for (const cpus of [[bad], [allowed[0], bad]]) {
+      const make = () => new mp.Process({ target: () => 1, cpus });
+      expect(make).toThrow(RangeError);
+      expect(make).toThrow(`Process(): CPU ${bad} is not one this process may run on (its CPUs: ${list})`);
+    }
+    if (!allowed.includes(99)) expect(() => new mp.Process({ cpus: [99] })).toThrow(/^Process\(\): CPU 99 is not one/);
+    expect(mp.activeChildren()).toEqual([]);
   });
 
   test('a start that fails in the child (chdir) throws ENOENT at once', () => {

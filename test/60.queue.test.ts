@@ -108,6 +108,53 @@ describe('Queue', () => {
     expect(await q.get()).toBe(1);
   });
 
+  test('shared objects inside a Map, a Set or a class instance cross a queue both ways as the same objects', async () => {
+    const q = new mp.Queue<Map<string, unknown>>();
+    const back = new mp.Queue<Set<unknown>>();
+    const v = new mp.Value('i', 1);
+    const lock = new mp.Lock();
+    class Box {
+      constructor(readonly lock: mp.Lock, readonly n: number) {}
+    }
+    lock.acquireSync();  // held here: the child's lock must be this one to find it held
+    await q.put(new Map<string, unknown>([['v', v], ['box', new Box(lock, 3)], ['set', new Set([v])]]));
+    const p = new mp.Process({
+      target: async (q: any, back: any) => {
+        const m = await q.get({ timeout: 10000 });
+        m.get('v').value = 7;
+        const same = m.get('set').has(m.get('v'));  // one object, however often the message holds it
+        const held = m.get('box').lock.acquireSync({ blocking: false }) === false;
+        const made = new (m.get('v').constructor)('i', 5);
+        // Put, and exit at once: the Value in flight still arrives.
+        await back.put(new Set([made, { same, held, n: m.get('box').n }]));
+      },
+      args: [q, back],
+    });
+    p.start();
+    const got = [...(await back.get({ timeout: 10000 }))] as [mp.Value<'i'>, Record<string, unknown>];
+    await p.join(10000);
+    expect(p.exitCode).toBe(0);
+    expect(v.value).toBe(7);
+    expect(got[0]).toBeInstanceOf(mp.Value);
+    expect(got[0].value).toBe(5);
+    expect([got[1].same, got[1].held, got[1].n]).toEqual([true, true, 3]);
+    lock.release();
+    for (const x of [v, lock, got[0]]) x.close();
+  });
+
+  test("a shared object in an Error's cause is refused with a TypeError that says where; nothing is sent", async () => {
+    const q = new mp.Queue();
+    const event = new mp.Event();
+    await expect(q.put({ err: new Error('x', { cause: { event } }) })).rejects.toThrow(
+      /^Queue item\.err\.cause\.event: an Event inside an Error cannot be sent to another process/,
+    );
+    expect(() => q.putSync([new Error('x', { cause: event })])).toThrow(TypeError);
+    expect(q.qsize()).toBe(0);
+    await q.put(new Error('fine', { cause: 'plain data' }));
+    expect(((await q.get({ timeout: 5000 })) as Error).cause).toBe('plain data');
+    event.close();
+  });
+
   test('FIFO per producer, and nothing lost or duplicated with 3 producers and 3 consumers', async () => {
     const q = new mp.Queue<[number, number]>({ capacity: 16384 });
     const N = 2000;
@@ -498,6 +545,25 @@ describe('Pipe', () => {
     p.kill();
     await p.join(10000);
     await expect(reader.recv()).rejects.toMatchObject({ name: 'EOFError' });
+  });
+
+  test('sending on an end that another process closed says the connection is closed; a Queue says Queue is closed', async () => {
+    const [reader, writer] = mp.Pipe({ duplex: false });
+    const p = new mp.Process({ target: (w: any) => w.close(), args: [writer] });
+    p.start();
+    await p.join(10000);
+    expect(p.exitCode).toBe(0);
+    // This object was not closed: its direction was, by the child's copy of the same end.
+    expect(writer.closed).toBe(false);
+    await expect(writer.send('x')).rejects.toThrow(new Error('the connection is closed'));
+    await expect(writer.sendBytes(Buffer.from('x'))).rejects.toThrow(new Error('the connection is closed'));
+    writer.close();
+    await expect(writer.send('x')).rejects.toThrow(new Error('the connection is closed'));
+    await expect(reader.recv()).rejects.toMatchObject({ name: 'EOFError' });
+    const q = new mp.Queue();
+    q.close();
+    await expect(q.put(1)).rejects.toThrow(new Error('Queue is closed'));
+    expect(() => q.putSync(1)).toThrow(new Error('Queue is closed'));
   });
 
   test('recvBytesInto reads bytes into one reused buffer; too short is BufferTooShort, not bytes a TypeError', async () => {
