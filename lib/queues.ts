@@ -243,6 +243,44 @@ export class Queue<T = unknown> {
     }
   }
 
+  /**
+   * The next item, which must be bytes (a Buffer put into the queue), copied into
+   * `buffer` at `offset` with no allocation: resolves with its length. Like Connection's
+   * recvBytesInto: an item larger than the room rejects with mp.BufferTooShort, which carries it;
+   * one that is not bytes, with a TypeError. Either way the item is taken. mp.Empty on timeout.
+   */
+  getBytesInto(buffer: ArrayBufferView, offset = 0, opts?: GetOptions): Promise<number> {
+    try {
+      const into = destination(buffer, offset, 'getBytesInto()');
+      const o = optionsOf(opts, 'getBytesInto');
+      const timeout = checkTimeout(o.timeout);
+      const signal = checkSignal(o.signal);
+      return runAsync(this.ring.getPlan(timeout, false, into), signal).then(
+        (frame) => this.bytesInto(frame, into),
+        (err) => Promise.reject(err instanceof RingClosed ? new Error('Queue is closed and empty') : err),
+      );
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  getBytesIntoSync(buffer: ArrayBufferView, offset = 0, opts?: { timeout?: number }): number {
+    const into = destination(buffer, offset, 'getBytesIntoSync()');
+    const timeout = checkTimeout(optionsOf(opts, 'getBytesIntoSync').timeout);
+    let frame: Frame | undefined;
+    try {
+      frame = runSync(this.ring.getPlan(timeout, false, into));
+    } catch (err) {
+      throw err instanceof RingClosed ? new Error('Queue is closed and empty') : err;
+    }
+    return this.bytesInto(frame, into);
+  }
+
+  private bytesInto(frame: Frame | undefined, into: Destination): number {
+    if (frame === undefined) throw new Empty('the queue is empty');
+    return bytesInto(this.ring, frame, into, 'getBytesInto()', 'the item', 'put as a Buffer');
+  }
+
   /** Throws mp.Empty if nothing is there now. */
   getNowait(): T {
     try {
@@ -475,20 +513,7 @@ export class Connection<T = unknown> {
 
   private bytesInto(taken: Frame | undefined, into: Destination): number {
     if (taken === undefined) throw new EOFError('the other end is closed');
-    const frame = taken.kind === Kind.OutOfLine ? this.reader!.unspill(taken.bytes) : taken;
-    if (frame.kind !== Kind.Bytes) {
-      throw new TypeError(`recvBytesInto(): the message is ${describe(decodeFrame(frame))}, not bytes sent with sendBytes()`);
-    }
-    const n = frame.bytes.length;
-    const room = into.target.length - into.offset;
-    if (n > room) {
-      throw new BufferTooShort(`recvBytesInto(): the message has ${n} bytes, the buffer has room for ${room}`, Buffer.from(frame.bytes));
-    }
-    // Read straight into the buffer by the ring, unless it came out of line.
-    if (frame.bytes.buffer !== into.target.buffer || frame.bytes.byteOffset !== into.target.byteOffset + into.offset) {
-      into.target.set(frame.bytes, into.offset);
-    }
-    return n;
+    return bytesInto(this.reader!, taken, into, 'recvBytesInto()', 'the message', 'sent with sendBytes()');
   }
 
   /** Whether a recv() would not wait: resolves true when there is data (or the end), false after `timeout` ms (default 0). */
@@ -529,12 +554,30 @@ export class Connection<T = unknown> {
   }
 }
 
-function destination(buffer: unknown, offset: unknown): Destination {
-  if (!ArrayBuffer.isView(buffer)) throw new TypeError(`recvBytesInto(): expected a Buffer, a typed array or a DataView, got ${describe(buffer)}`);
+function destination(buffer: unknown, offset: unknown, caller = 'recvBytesInto()'): Destination {
+  if (!ArrayBuffer.isView(buffer)) throw new TypeError(`${caller}: expected a Buffer, a typed array or a DataView, got ${describe(buffer)}`);
   const target = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-  if (typeof offset !== 'number' || !Number.isInteger(offset)) throw new TypeError(`recvBytesInto(): offset must be an integer, got ${describe(offset)}`);
-  if (offset < 0 || offset > target.length) throw new RangeError(`recvBytesInto(): offset ${offset} is outside the buffer (${target.length} bytes)`);
+  if (typeof offset !== 'number' || !Number.isInteger(offset)) throw new TypeError(`${caller}: offset must be an integer, got ${describe(offset)}`);
+  if (offset < 0 || offset > target.length) throw new RangeError(`${caller}: offset ${offset} is outside the buffer (${target.length} bytes)`);
   return { target, offset };
+}
+
+/**
+ * A taken frame's bytes, in `into` (where the ring copied them already, unless they came out of
+ * line): their length. Not bytes: TypeError; too large: BufferTooShort, carrying them.
+ */
+function bytesInto(ring: Ring, taken: Frame, into: Destination, caller: string, what: string, hint: string): number {
+  const frame = taken.kind === Kind.OutOfLine ? ring.unspill(taken.bytes) : taken;
+  if (frame.kind !== Kind.Bytes) throw new TypeError(`${caller}: ${what} is ${describe(decodeFrame(frame))}, not bytes ${hint}`);
+  const n = frame.bytes.length;
+  const room = into.target.length - into.offset;
+  if (n > room) {
+    throw new BufferTooShort(`${caller}: ${what} has ${n} bytes, the buffer has room for ${room}`, Buffer.from(frame.bytes));
+  }
+  if (frame.bytes.buffer !== into.target.buffer || frame.bytes.byteOffset !== into.target.byteOffset + into.offset) {
+    into.target.set(frame.bytes, into.offset);
+  }
+  return n;
 }
 
 export interface PipeOptions {

@@ -447,6 +447,42 @@ describe('Queue', () => {
     expect(hit).toBe(true);
   }, 60000);
 
+  test('getBytesInto reads byte items into one reused buffer; too short is BufferTooShort, not bytes a TypeError', async () => {
+    const q = new mp.Queue<Buffer | string>();
+    const producer = new mp.Process({
+      target: (q: any) => {
+        for (let i = 0; i < 100; i++) q.putSync(Buffer.alloc(1000 + i, i));
+        q.putSync(Buffer.alloc(5000, 7));
+        q.putSync('not bytes');
+        q.putSync(Buffer.alloc(3 << 20, 9));  // out of line (over a quarter of the 4 MiB ring)
+      },
+      args: [q],
+    });
+    producer.start();
+    const into = Buffer.alloc(4096);
+    for (let i = 0; i < 100; i++) {
+      const n = i % 2 ? await q.getBytesInto(into, 8, { timeout: 10000 }) : q.getBytesIntoSync(into, 8, { timeout: 10000 });
+      expect(n).toBe(1000 + i);
+      expect(into.subarray(8, 8 + n).equals(Buffer.alloc(n, i))).toBe(true);
+    }
+    const short = await q.getBytesInto(into, 0, { timeout: 10000 }).catch((e) => e);
+    expect(short).toBeInstanceOf(mp.BufferTooShort);
+    expect(short.bytes.equals(Buffer.alloc(5000, 7))).toBe(true);
+    await expect(q.getBytesInto(into, 0, { timeout: 10000 })).rejects.toThrow(TypeError);
+    const big = Buffer.alloc(3 << 20);
+    expect(await q.getBytesInto(big, 0, { timeout: 10000 })).toBe(3 << 20);
+    expect(big.every((x) => x === 9)).toBe(true);
+    await producer.join(10000);
+    await expect(q.getBytesInto(into, 0, { timeout: 10 })).rejects.toThrow(mp.Empty);
+    // Bad arguments are refused before anything is taken.
+    await q.put(Buffer.from('kept'));
+    await expect(q.getBytesInto('nope' as never)).rejects.toThrow(TypeError);
+    expect(() => q.getBytesIntoSync(into, 5000)).toThrow(RangeError);
+    expect(() => q.getBytesIntoSync(into, 1.5)).toThrow(TypeError);
+    expect(q.getSync({ timeout: 1000 })).toEqual(Buffer.from('kept'));
+    q.close();
+  });
+
   test('a thousand pending gets cost no thread each, leave fs alone, and each gets one item', async () => {
     const q = new mp.Queue<number>();
     const before = threads();
