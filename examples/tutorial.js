@@ -120,7 +120,9 @@ async function twoProcessesAddToAValue(withLock) {
   p1.start();
   p2.start();
   await Promise.all([p1.join(), p2.join()]);
-  console.log(`final value: ${v.value} (5×1 + 5×4 = 25)`);
+  const lost = 25 - v.value;
+  console.log(`final value: ${v.value} (5×1 + 5×4 = 25)` +
+    (lost > 0 ? `: ${lost} lost, two read-add-writes overlapped without a lock` : ''));
 }
 
 async function main() {

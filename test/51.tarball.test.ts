@@ -107,7 +107,7 @@ afterAll(() => {
 
 test('the tarball holds dist/, the native sources, the two build files, the install script and prebuilds: nothing else', () => {
   const files = packed.files.map((f) => f.path).sort();
-  const shipped = /^(package\.json|README\.md|LICENSE(\.\w+)?|binding\.gyp|CMakeLists\.txt|scripts\/build-native\.js|dist\/[\w.-]+\.(js|mjs|d\.ts)|native\/[\w/.-]+\.(cc|h|gypi)|prebuilds\/.+)$/;
+  const shipped = /^(package\.json|README\.md|LICENSE(\.\w+)?|binding\.gyp|CMakeLists\.txt|scripts\/build-native\.js|dist\/([\w-]+\/)?[\w.-]+\.(js|mjs|d\.ts)|native\/[\w/.-]+\.(cc|h|gypi)|prebuilds\/.+)$/;
   expect(files.filter((f) => !shipped.test(f))).toEqual([]);
   expect(files.filter((f) => /^(test|bench|examples|docs|lib|build|build-cmake|coverage|node_modules)\//.test(f) || f.endsWith('.map'))).toEqual([]);
 
@@ -117,7 +117,8 @@ test('the tarball holds dist/, the native sources, the two build files, the inst
   expect(files.filter((f) => f.startsWith('scripts/'))).toEqual(['scripts/build-native.js']);
 
   // Every module of lib/ as JS and types; the runtime loads bootstrap.js and pool-worker.js by path.
-  const modules = fs.readdirSync(path.join(ROOT, 'lib')).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3));
+  const modules = fs.readdirSync(path.join(ROOT, 'lib'), { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3));
   for (const m of modules) expect(files).toEqual(expect.arrayContaining([`dist/${m}.js`, `dist/${m}.d.ts`]));
   expect(files).toEqual(expect.arrayContaining(['package.json', 'README.md', 'binding.gyp', 'CMakeLists.txt',
     'native/sources.gypi', 'dist/index.mjs', 'dist/bootstrap.js', 'dist/pool-worker.js']));
