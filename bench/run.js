@@ -174,8 +174,9 @@ const ROWS = [
     peers: ['python-fork', { system: 'fork-json', note: 'json' }, { system: 'fork-advanced', note: 'advanced' }, 'threads'],
   },
   {
-    figure: `\`Queue\`, ${BYTES}, child → parent`,
+    figure: `\`Queue\`, ${BYTES}, child → parent, \`await q.get()\``,
     better: 'higher', key: 'W5.queue.bytes64KiB.throughput',
+    extra: (f) => `${f(OURS, 'W5.queue.bytes64KiB_into.throughput')} with \`getBytesInto\` into one buffer`,
     peers: ['python-fork', { system: 'fork-json', note: 'json, base64' }, { system: 'fork-advanced', note: 'advanced' }, 'threads'],
   },
   {
