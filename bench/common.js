@@ -132,6 +132,31 @@ async function roundTrips(emit, call) {
   emit('W4.apply_roundtrip.p95', pct(ts, 0.95), 'us', SIZES.W4);
 }
 
+/**
+ * W3 for the Node pools, whose tasks are `run(name, arg)`: one run per item (chunksize 1, unless
+ * `chunk1` is false) and SIZES.W3 / SIZES.W3_CHUNK runs of W3_CHUNK items each.
+ */
+async function mapByRuns(emit, run, chunk1 = true) {
+  const data = Array.from({ length: SIZES.W3 }, (_, i) => i);
+  const check = (res, name) => {
+    if (res.length !== SIZES.W3 || res[SIZES.W3 - 1] !== (SIZES.W3 - 1) ** 2) throw new Error(`W3 ${name}: wrong result`);
+  };
+  const timed = async (key, runs) => {
+    const t0 = now();
+    check((await Promise.all(runs())).flat(), key);
+    const t = now() - t0;
+    emit(`W3.map.${key}.total`, t, 'ms', SIZES.W3);
+    emit(`W3.map.${key}.per_item`, (t * 1e3) / SIZES.W3, 'us', SIZES.W3);
+  };
+  if (chunk1) await timed('chunk1', () => data.map((x) => run('square', x)));
+  await timed('chunk12500', () => {
+    const chunks = [];
+    for (let i = 0; i < SIZES.W3; i += SIZES.W3_CHUNK) chunks.push(run('squareAll', data.slice(i, i + SIZES.W3_CHUNK)));
+    return chunks;
+  });
+}
+
 module.exports = {
   SIZES, emitter, now, sleep, mean, median, pct, selected, memoryOf, probe, foreignLoad, cpuJob, cpuSpeedup, roundTrips,
+  mapByRuns,
 };

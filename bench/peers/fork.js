@@ -11,7 +11,7 @@
 'use strict';
 const { fork } = require('child_process');
 const path = require('path');
-const { SIZES: N, emitter, now, median, pct, sleep, selected, memoryOf, cpuSpeedup, roundTrips } = require('../common');
+const { SIZES: N, emitter, now, median, pct, sleep, selected, memoryOf, cpuSpeedup, roundTrips, mapByRuns } = require('../common');
 
 const CHILD = path.join(__dirname, 'fork_child.js');
 const emitFor = { json: emitter('fork-json'), advanced: emitter('fork-advanced') };
@@ -113,22 +113,7 @@ async function w4(pool) {
 // Node's pools have no map(): chunksize 1 is a run() per item, and the chunked map is the caller
 // slicing the items into N.W3_CHUNK-sized tasks.
 async function w3(pool) {
-  const data = Array.from({ length: N.W3 }, (_, i) => i);
-  const check = (res, name) => {
-    if (res.length !== N.W3 || res[N.W3 - 1] !== (N.W3 - 1) ** 2) throw new Error(`W3 ${name}: wrong result`);
-  };
-  let t0 = now();
-  check(await Promise.all(data.map((x) => pool.run('square', x))), 'chunk1');
-  let t = now() - t0;
-  emit('W3.map.chunk1.total', t, 'ms', N.W3);
-  emit('W3.map.chunk1.per_item', (t * 1e3) / N.W3, 'us', N.W3);
-  t0 = now();
-  const chunks = [];
-  for (let i = 0; i < N.W3; i += N.W3_CHUNK) chunks.push(pool.run('squareAll', data.slice(i, i + N.W3_CHUNK)));
-  check((await Promise.all(chunks)).flat(), 'chunk12500');
-  t = now() - t0;
-  emit('W3.map.chunk12500.total', t, 'ms', N.W3);
-  emit('W3.map.chunk12500.per_item', (t * 1e3) / N.W3, 'us', N.W3);
+  await mapByRuns(emit, (name, arg) => pool.run(name, arg));
 }
 
 async function w8(pool) {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
-const { SIZES: N, emitter, now, median, sleep, selected, memoryOf, cpuSpeedup, roundTrips } = require('../common');
+const { SIZES: N, emitter, now, median, sleep, selected, memoryOf, cpuSpeedup, roundTrips, mapByRuns } = require('../common');
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const TASKS = path.join(here, 'tasks.js');
@@ -77,26 +77,7 @@ async function w4(pool) {
 }
 
 async function w3(pool, chunk1 = true) {
-  const data = Array.from({ length: N.W3 }, (_, i) => i);
-  const check = (res, name) => {
-    if (res.length !== N.W3 || res[N.W3 - 1] !== (N.W3 - 1) ** 2) throw new Error(`W3 ${name}: wrong result`);
-  };
-  let t0;
-  let t;
-  if (chunk1) {
-    t0 = now();
-    check(await Promise.all(data.map((x) => pool.run('square', x))), 'chunk1');
-    t = now() - t0;
-    emit('W3.map.chunk1.total', t, 'ms', N.W3);
-    emit('W3.map.chunk1.per_item', (t * 1e3) / N.W3, 'us', N.W3);
-  }
-  t0 = now();
-  const chunks = [];
-  for (let i = 0; i < N.W3; i += N.W3_CHUNK) chunks.push(pool.run('squareAll', data.slice(i, i + N.W3_CHUNK)));
-  check((await Promise.all(chunks)).flat(), 'chunk12500');
-  t = now() - t0;
-  emit('W3.map.chunk12500.total', t, 'ms', N.W3);
-  emit('W3.map.chunk12500.per_item', (t * 1e3) / N.W3, 'us', N.W3);
+  await mapByRuns(emit, (name, arg) => pool.run(name, arg), chunk1);
 }
 
 async function w8(pool) {
