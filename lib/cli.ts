@@ -15,9 +15,13 @@ child at a time: the remote end of new mp.Pool({ backend: mp.backends.bullmq({ c
                               (or the NMP_REDIS_URL environment variable: keeps a password out of ps)
   --queue <name>              the queue's name, as given to mp.backends.bullmq()
   --processes <n>             child processes, and jobs run at once (default: the CPU count, ${cpuCount()})
-  --allow-module <path>       a module file, a directory (every module under it) or a package name
-                              whose exported functions may run; repeat for more
-  --allow-source              also run functions sent by their source (the pool must set allowSource)
+  --allow-module <path>       a module file, a directory (every module under it, but not the
+                              packages in a node_modules below it) or a package name whose
+                              exported functions may run; repeat for more
+  --allow-source              also run functions sent by their source (the pool must set allowSource);
+                              needs --hmac-key-file, or anyone who can write to Redis runs code
+  --insecure-allow-source-without-key
+                              --allow-source without an HMAC key (a Redis only you can write to)
   --hmac-key-file <file>      take only jobs signed with the key in this file, and sign the results
                               (or NMP_HMAC_KEY); the pool gets the same key as hmacKey
   --tls-ca <file>             a CA certificate (PEM) to trust for rediss://
@@ -28,9 +32,11 @@ child at a time: the remote end of new mp.Pool({ backend: mp.backends.bullmq({ c
   --max-tasks-per-child <n>   replace a child after n jobs
   --max-payload <bytes>       the largest arguments and result of one job (default: 67108864)
   --allow-eviction            start even though Redis's maxmemory-policy is not noeviction
+  --grace <ms>                on SIGTERM/SIGINT, how long the running jobs may take to finish
+                              (default: 30000); those still running then fail as a lost worker
   -h, --help                  this text
 
-SIGTERM or SIGINT stops taking jobs, lets the running ones finish (up to 30 s), and exits.`;
+SIGTERM or SIGINT stops taking jobs, lets the running ones finish (up to --grace), and exits.`;
 
 function fail(message: string): never {
   process.stderr.write(`node-multiprocessing: ${message}\n\n${USAGE}\n`);
@@ -54,6 +60,8 @@ async function worker(argv: string[]): Promise<void> {
         processes: { type: 'string' },
         'allow-module': { type: 'string', multiple: true },
         'allow-source': { type: 'boolean' },
+        'insecure-allow-source-without-key': { type: 'boolean' },
+        grace: { type: 'string' },
         'hmac-key-file': { type: 'string' },
         'tls-ca': { type: 'string' },
         prefix: { type: 'string' },
@@ -80,6 +88,9 @@ async function worker(argv: string[]): Promise<void> {
   if (!/^rediss?:\/\//.test(url)) fail(`--redis must be a redis:// or rediss:// URL, got ${JSON.stringify(url)}`);
   const queue = v.queue as string | undefined;
   if (queue === undefined) fail('--queue <name> is required');
+  if (!/^[A-Za-z0-9_.-]{1,200}$/.test(queue)) fail(`--queue must be a name of letters, digits, '_', '.' or '-', got ${JSON.stringify(queue)}`);
+  const prefix = v.prefix as string | undefined;
+  if (prefix !== undefined && !/^[A-Za-z0-9_.{}-]{1,100}$/.test(prefix)) fail(`--prefix must be a short name (letters, digits, '_', '.', '{', '}', '-'), got ${JSON.stringify(prefix)}`);
   let hmacKey: Buffer | undefined;
   if (v['hmac-key-file'] !== undefined) {
     try {
@@ -101,9 +112,14 @@ async function worker(argv: string[]): Promise<void> {
   }
   const allowModules = (v['allow-module'] as string[] | undefined) ?? [];
   const allowSource = v['allow-source'] === true;
+  if (allowSource && hmacKey === undefined && v['insecure-allow-source-without-key'] !== true) {
+    fail('--allow-source needs --hmac-key-file (or NMP_HMAC_KEY): without a key, anyone who can write to Redis can run code on this machine. ' +
+      'Pass --insecure-allow-source-without-key to run it anyway');
+  }
   const processes = integer(v.processes as string | undefined, '--processes', cpuCount())!;
   const lockDuration = integer(v['lock-duration'] as string | undefined, '--lock-duration', 30_000, 100)!;
   const stalledInterval = integer(v['stalled-interval'] as string | undefined, '--stalled-interval', 30_000, 10)!;
+  const grace = integer(v.grace as string | undefined, '--grace', 30_000, 0)!;
 
   // Loaded only now: `--help` and bad flags need neither bullmq nor the addon.
   const { WorkerHost } = require('./backends/bullmq-worker') as typeof import('./backends/bullmq-worker');
@@ -115,7 +131,7 @@ async function worker(argv: string[]): Promise<void> {
     host = await WorkerHost.start({
       connection,
       queue,
-      prefix: v.prefix as string | undefined,
+      prefix,
       processes,
       allowModules,
       allowSource,
@@ -139,7 +155,7 @@ async function worker(argv: string[]): Promise<void> {
     }
     stopping = true;
     log(`node-multiprocessing worker: ${signal}: finishing the running jobs`);
-    host.close().then(() => process.exit(0), () => process.exit(1));
+    host.close(grace).then(() => process.exit(0), () => process.exit(1));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -128,8 +128,9 @@ async function load(url: string): Promise<Record<string, unknown>> {
 export async function resolveTask(spec: TaskSpec): Promise<Function> {
   if (spec.kind === 'source') return compileSource(spec.source, spec.name);
   const ns = await load(spec.url);
-  let fn = ns[spec.exportName];
-  if (fn === undefined && typeof ns.default === 'object' && ns.default !== null) {
+  // Own exports only: `constructor`, `toString` or `__proto__` are not the module's to run.
+  let fn = Object.hasOwn(ns, spec.exportName) ? ns[spec.exportName] : undefined;
+  if (fn === undefined && typeof ns.default === 'object' && ns.default !== null && Object.hasOwn(ns.default, spec.exportName)) {
     fn = (ns.default as Record<string, unknown>)[spec.exportName];
   }
   if (typeof fn !== 'function') {

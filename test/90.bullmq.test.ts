@@ -5,8 +5,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import * as mp from '../dist';
+import { signJob } from '../dist/backends/bullmq-wire';
 import {
-  cleanUp, counts, describeWithRedis, JOBS, Redis, redisClient, runWorkerToEnd, startWorker, tempDir, WorkerProcess,
+  cleanUp, counts, describeWithRedis, eventsSince, JOBS, lastEventId, Redis, redisClient, runWorkerToEnd, startWorker, tempDir, WorkerProcess,
 } from './fixtures/bullmq-harness';
 
 jest.setTimeout(60_000);
@@ -35,8 +36,8 @@ describeWithRedis('Pool on BullMQ: the calls', () => {
   beforeAll(async () => {
     redis = await Redis.start();
     [a, b] = await Promise.all([
-      startWorker(redis, 'calls', ['--processes', '2', '--allow-module', JOBS, '--allow-source', ...FAST]),
-      startWorker(redis, 'calls', ['--processes', '2', '--allow-module', JOBS, '--allow-source', ...FAST]),
+      startWorker(redis, 'calls', ['--processes', '2', '--allow-module', JOBS, '--allow-source', '--insecure-allow-source-without-key', ...FAST]),
+      startWorker(redis, 'calls', ['--processes', '2', '--allow-module', JOBS, '--allow-source', '--insecure-allow-source-without-key', ...FAST]),
     ]);
   });
   afterAll(cleanUp);
@@ -104,20 +105,39 @@ describeWithRedis('Pool on BullMQ: the calls', () => {
     expect(onSlow).toBeLessThanOrEqual(1);
   });
 
-  test("a map is sent as Python's chunks, with addBulk: 100,000 items over 4 slots are 16 jobs", async () => {
+  test("a map is sent as Python's chunks, with addBulk: 100,000 items over 4 slots are 16 jobs, removed once done", async () => {
     const p = remote(redis, 'calls', { allowSource: true });
     const client = redisClient(redis.url);
     try {
-      const before = await counts(client, 'calls');
+      const from = await lastEventId(client, 'calls');
       const xs = Array.from({ length: 100_000 }, (_, i) => i);
       const out = await p.map((x: number) => x * x, xs);
       expect(out.length).toBe(100_000);
       expect(out.every((v, i) => v === i * i)).toBe(true);
-      const after = await counts(client, 'calls');
-      expect(after.completed - before.completed).toBe(16);
+      expect((await eventsSince(client, 'calls', from)).filter((e) => e === 'completed').length).toBe(16);
+      // The pool removes each job once it has its outcome: no job's arguments stay in Redis.
+      let left = -1;
+      for (let i = 0; i < 200 && left !== 0; i++) {
+        left = (await counts(client, 'calls')).completed;
+        if (left !== 0) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(left).toBe(0);
     } finally {
       client.disconnect();
     }
+  });
+
+  test('close() and join() after an imap that threw: the units it had read ahead are let go, and join returns', async () => {
+    const p = remote(redis, 'calls');
+    const got: number[] = [];
+    await expect((async () => {
+      for await (const v of p.imap(jobs.failOn1, Array.from({ length: 40 }, (_, i) => i))) got.push(v);
+    })()).rejects.toThrow('item 1 fails');
+    expect(got).toEqual([0]);
+    p.close();
+    // Bounded: before the fix, join() never returned.
+    const joined = await Promise.race([p.join().then(() => true), new Promise((r) => setTimeout(() => r(false), 20000))]);
+    expect(joined).toBe(true);
   });
 
   test('imap keeps a bounded window in flight: breaking out stops reading an endless input', async () => {
@@ -145,7 +165,7 @@ describeWithRedis('Pool on BullMQ: the calls', () => {
     expect(await p.apply(jobs.square, [3])).toBe(9);
   });
 
-  test('the initializer runs once per worker child, in the module instance the tasks use', async () => {
+  test('the initializer runs once per worker child, in the module instance the tasks use; pools p, q, p each see their own', async () => {
     const p = remote(redis, 'calls', {}, { initializer: jobs.setBase, initargs: [100] });
     expect(await p.map(jobs.addBase, [1, 2, 3], { chunksize: 1 })).toEqual([101, 102, 103]);
     const states = await p.map(jobs.initState, Array.from({ length: 24 }, () => undefined), { chunksize: 1 });
@@ -155,7 +175,10 @@ describeWithRedis('Pool on BullMQ: the calls', () => {
     }
     // Another pool's initializer on the same workers: its own state, also once per child.
     const q = remote(redis, 'calls', {}, { initializer: jobs.setBase, initargs: [7] });
-    expect(await q.map(jobs.addBase, [1, 2], { chunksize: 1 })).toEqual([8, 9]);
+    const xs = Array.from({ length: 40 }, (_, i) => i);
+    expect(await q.map(jobs.addBase, xs, { chunksize: 1 })).toEqual(xs.map((x) => x + 7));
+    // Back to p, in children where q's initializer ran last: p's initializer runs again there.
+    expect(await p.map(jobs.addBase, xs, { chunksize: 1 })).toEqual(xs.map((x) => x + 100));
   });
 
   test('maxTasksPerChild replaces the children that ran that many of the pool\'s tasks', async () => {
@@ -178,7 +201,7 @@ describeWithRedis('Pool on BullMQ: the calls', () => {
     expect(Buffer.isBuffer(back) && back.length === 3 * 1024 * 1024 && back.every((x: number) => x === 7)).toBe(true);
     const client = redisClient(redis.url);
     try {
-      const before = await counts(client, 'calls');
+      const from = await lastEventId(client, 'calls');
       const tooBig = Buffer.alloc(5 * 1024 * 1024);
       const err = await p.apply(jobs.length, [tooBig]).catch((e) => e);
       expect(err).toBeInstanceOf(RangeError);
@@ -186,8 +209,8 @@ describeWithRedis('Pool on BullMQ: the calls', () => {
       await expect(p.map(jobs.length, [Buffer.alloc(10), tooBig])).rejects.toThrow(RangeError);
       // A result past the limit rejects that task, on the worker side.
       await expect(p.apply(jobs.bytes, [5 * 1024 * 1024])).rejects.toThrow(/over the pool's limit/);
-      const after = await counts(client, 'calls');
-      expect(after.wait + after.active + after.completed).toBe(before.wait + before.active + before.completed);
+      // Only that last call's job was added.
+      expect((await eventsSince(client, 'calls', from)).filter((e) => e === 'added').length).toBe(1);
       expect(await p.apply(jobs.square, [4])).toBe(16);
       // A result key of ours is not left behind.
       expect(await client.keys('bull:calls:nmp:result:*')).toEqual([]);
@@ -232,7 +255,7 @@ describeWithRedis('Pool on BullMQ: what cannot cross machines', () => {
     const [r, w] = mp.Pipe();
     const client = redisClient(redis.url);
     try {
-      const before = await counts(client, 'shared');
+      const from = await lastEventId(client, 'shared');
       const cases: Array<[unknown[], RegExp]> = [
         [[v], /args\[0\] is a Value/],
         [[{ deep: [{ x: arr }] }], /args\[0\]\.deep\[0\]\.x is an Array/],
@@ -253,8 +276,7 @@ describeWithRedis('Pool on BullMQ: what cannot cross machines', () => {
       })()).rejects.toThrow(TypeError);
       expect(() => new mp.Pool({ backend: mp.backends.bullmq({ connection: redis.url, queue: 'shared' }), initializer: jobs.setBase, initargs: [lock] as any }))
         .toThrow(/initargs\[0\] is a Lock/);
-      const after = await counts(client, 'shared');
-      expect(after).toEqual(before);
+      expect(await eventsSince(client, 'shared', from)).not.toContain('added');
       expect(await p.apply(jobs.square, [5])).toBe(25);
     } finally {
       client.disconnect();
@@ -331,6 +353,43 @@ describeWithRedis('Pool on BullMQ: security', () => {
     const init = remote(redis, 'modules-only', {}, { initializer: mp.task(path.join(__dirname, 'fixtures', 'jobs.js'), 'setBase'), initargs: [1] });
     await expect(init.apply(jobs.square, [2])).rejects.toThrow(/the initializer is the module .* not on this worker's allow-list/);
     expect(await p.apply(jobs.square, [4])).toBe(16);
+  });
+
+  test('a directory on the allow-list does not allow the packages under its node_modules, nor inherited properties of a module', async () => {
+    const app = tempDir();
+    fs.writeFileSync(path.join(app, 'jobs.js'), 'exports.twice = (x) => 2 * x;\n');
+    fs.mkdirSync(path.join(app, 'node_modules', 'pkg'), { recursive: true });
+    fs.writeFileSync(path.join(app, 'node_modules', 'pkg', 'index.js'), 'exports.readFile = (f) => require("fs").readFileSync(f, "utf8");\n');
+    fs.mkdirSync(path.join(app, 'node_modules', 'listed'), { recursive: true });
+    fs.writeFileSync(path.join(app, 'node_modules', 'listed', 'index.js'), 'exports.one = () => 1;\n');
+    await startWorker(redis, 'dir', ['--processes', '1', '--allow-module', app, '--allow-module', path.join(app, 'node_modules', 'listed') + '/', ...FAST]);
+    const p = remote(redis, 'dir');
+    expect(await p.apply(mp.task(path.join(app, 'jobs.js'), 'twice'), [4])).toBe(8);
+    const pkg = await p.apply(mp.task(path.join(app, 'node_modules', 'pkg', 'index.js'), 'readFile'), ['/etc/hostname']).catch((e) => e);
+    expect(pkg.message).toMatch(/in a node_modules under an allowed directory: a directory does not allow the packages installed under it/);
+    // A package listed on its own is allowed.
+    expect(await p.apply(mp.task(path.join(app, 'node_modules', 'listed', 'index.js'), 'one'))).toBe(1);
+    // Object.prototype's properties are not exports.
+    for (const name of ['constructor', 'toString', '__defineGetter__']) {
+      await expect(p.apply(mp.task(path.join(app, 'jobs.js'), name), [1])).rejects.toThrow(/has no exported function/);
+    }
+  });
+
+  test('--allow-source without an HMAC key is refused, unless --insecure-allow-source-without-key', async () => {
+    const cli = await runWorkerToEnd(redis, 'nokey', ['--allow-source']);
+    expect(cli.code).toBe(2);
+    expect(cli.stderr).toMatch(/--allow-source needs --hmac-key-file .*anyone who can write to Redis can run code/);
+    const badQueue = await runWorkerToEnd(redis, 'a b', ['--allow-module', JOBS]);
+    expect(badQueue.code).toBe(2);
+    expect(badQueue.stderr).toMatch(/--queue must be a name/);
+  });
+
+  test('the signature covers each field on its own: a name and a source cannot trade characters', () => {
+    const key = Buffer.from(KEY);
+    const job = (name: string, source: string): any => ({ v: 1, pool: 'p', fn: { kind: 'source', name, source }, mode: 0, x: 10, p: '' });
+    expect(signJob(key, 'q', '1', job('f', 'x\ny'))).not.toBe(signJob(key, 'q', '1', job('f\nx', 'y')));
+    const mod = (url: string, exportName: string): any => ({ v: 1, pool: 'p', fn: { kind: 'module', url, exportName }, mode: 0, x: 10, p: '' });
+    expect(signJob(key, 'q', '1', mod('file:///a#b', 'c'))).not.toBe(signJob(key, 'q', '1', mod('file:///a', 'b#c')));
   });
 
   test('with an HMAC key, only signed jobs run: write access to Redis alone cannot run code', async () => {

@@ -6,7 +6,8 @@ function load(name: string, who: string): any {
   try {
     return require(name);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    // Only when the package itself is missing: a missing dependency of an installed one is its own error.
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND' || !(err as Error).message.includes(`'${name}'`)) throw err;
     const e = new Error(`${who} needs the package ${JSON.stringify(name)}, an optional peer dependency of node-multiprocessing: npm install bullmq ioredis`);
     (e as NodeJS.ErrnoException).code = 'MODULE_NOT_FOUND';
     throw e;

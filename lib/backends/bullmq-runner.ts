@@ -1,5 +1,6 @@
 // The module task that a worker host's local pool runs for each BullMQ job, in a child process:
-// it runs the pool's initializer the first time this child sees that pool, then the task, and
+// it runs the pool's initializer before this child's first task of that pool (and again when the
+// child comes back to that pool after another pool's initializer ran), then the task, and
 // returns the result as v8 bytes. The host (lib/backends/bullmq-worker.ts) has checked the job's
 // signature and its allow-list before it got here.
 //
@@ -25,10 +26,15 @@ export interface RunnerTask {
   maxResult: number;
 }
 
-/** Pools whose initializer has run in this child. */
-const initialized = new Set<string>();
-/** Tasks run in this child, per pool (for its maxTasksPerChild). */
+/**
+ * The pool whose initializer ran last in this child. Pools share the child's module instances, so
+ * another pool's initializer may have changed the state this pool's initializer set: when the
+ * child switches to a pool with an initializer, that initializer runs again.
+ */
+let initializedFor: string | undefined;
+/** Tasks run in this child, per pool (for its maxTasksPerChild); the most recent pools only. */
 const done = new Map<string, number>();
+const MAX_POOLS_COUNTED = 1000;
 const functions = new Map<string, Promise<Function>>();
 
 function functionOf(spec: TaskSpec): Promise<Function> {
@@ -48,14 +54,15 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 }
 
 export async function run(task: RunnerTask): Promise<Buffer> {
-  if (task.init !== null && !initialized.has(task.pool)) {
+  if (task.init !== null && initializedFor !== task.pool) {
+    initializedFor = undefined;
     try {
       const init = await functionOf(task.init.fn);
       await init(...(v8.deserialize(task.init.args) as unknown[]));
     } catch (err) {
       throw withClosureHint(err, task.init.fn);
     }
-    initialized.add(task.pool);
+    initializedFor = task.pool;
   }
   let value: unknown;
   try {
@@ -76,7 +83,10 @@ export async function run(task: RunnerTask): Promise<Buffer> {
   } finally {
     if (task.maxTasks > 0) {
       const n = (done.get(task.pool) ?? 0) + 1;
+      done.delete(task.pool);
       done.set(task.pool, n);
+      // A Map keeps insertion order: the first key is the pool seen least recently.
+      if (done.size > MAX_POOLS_COUNTED) done.delete(done.keys().next().value as string);
       if (n >= task.maxTasks) retireAfterThisTask();
     }
   }

@@ -101,7 +101,9 @@ export function checkQueueName(queue: unknown, caller: string): string {
 }
 
 /** Where a queue's own keys of ours live: beside BullMQ's, under its prefix. */
-export function keys(prefix: string, queue: string): { cancel: string; cancelled: string; result: (jobId: string) => string; job: (jobId: string) => string; events: string } {
+export function keys(prefix: string, queue: string): {
+  cancel: string; cancelled: string; result: (jobId: string) => string; job: (jobId: string) => string; events: string; completed: string;
+} {
   const base = `${prefix}:${queue}`;
   return {
     /** Pub/sub channel: {"pool": id, "jobs"?: [ids]} ends running tasks. */
@@ -109,8 +111,12 @@ export function keys(prefix: string, queue: string): { cancel: string; cancelled
     /** Sorted set: terminated pool ids, scored by when they may be forgotten. */
     cancelled: `${base}:nmp:cancelled`,
     result: (jobId) => `${base}:nmp:result:${jobId}`,
+    /** BullMQ's: a job's hash. */
     job: (jobId) => `${base}:${jobId}`,
+    /** BullMQ's: the event stream. */
     events: `${base}:events`,
+    /** BullMQ's: the sorted set of completed jobs. */
+    completed: `${base}:completed`,
   };
 }
 
@@ -138,16 +144,18 @@ export interface JobData {
   s?: string;
 }
 
-function specText(spec: TaskSpec): string {
-  return spec.kind === 'module' ? `m ${spec.url}#${spec.exportName}` : `s ${spec.name}\n${spec.source}`;
+/** A task's fields, each its own MAC part: a name and a source (or a URL and an export) cannot trade characters. */
+function specParts(spec: TaskSpec): string[] {
+  return spec.kind === 'module' ? ['m', String(spec.url), String(spec.exportName)] : ['s', String(spec.name), String(spec.source)];
 }
 
+/** HMAC-SHA256 of the parts, each prefixed with its length in UTF-8 bytes: no two lists of parts give the same input. */
 function mac(key: Buffer, parts: string[]): string {
   const h = createHmac('sha256', key);
   for (const part of parts) {
-    h.update(String(part.length));
-    h.update(':');
-    h.update(part);
+    const bytes = Buffer.from(part, 'utf8');
+    h.update(`${bytes.length}:`);
+    h.update(bytes);
   }
   return h.digest('hex');
 }
@@ -159,10 +167,12 @@ function macEqual(a: string, b: string): boolean {
 }
 
 function jobParts(queue: string, jobId: string, d: JobData): string[] {
+  // A fixed number of parts after each tag ('m'/'s' for a task, '0'/'1' for the initializer), so
+  // the list of parts reads back one way only.
   return [
-    'nmp-job', String(d.v), queue, jobId, d.pool, specText(d.fn), String(d.mode),
-    d.init === undefined ? '' : `${specText(d.init.fn)}\n${d.init.args}`,
-    String(d.t ?? ''), String(d.m ?? ''), String(d.x), d.p,
+    'nmp-job2', String(d.v), queue, jobId, String(d.pool), ...specParts(d.fn), String(d.mode),
+    ...(d.init === undefined ? ['0'] : ['1', ...specParts(d.init.fn), String(d.init.args)]),
+    String(d.t ?? ''), String(d.m ?? ''), String(d.x), String(d.p),
   ];
 }
 

@@ -34,7 +34,10 @@ export interface WorkerHostOptions {
   prefix?: string;
   /** Child processes, and jobs taken at once. */
   processes: number;
-  /** Module files, directories (every module under them) or package names whose exports may run. */
+  /**
+   * Module files, directories (every module under them, except under a node_modules below the
+   * directory: packages are allowed only by their own entry) or package names whose exports may run.
+   */
   allowModules: string[];
   /** Run functions sent by their source (the pool must opt in too). */
   allowSource: boolean;
@@ -94,7 +97,9 @@ function refusal(spec: TaskSpec, allow: AllowList, allowSource: boolean, what: s
     : s.kind === 'module' && typeof s.url === 'string' && typeof s.exportName === 'string');
   if (!wellFormed) return `${what} is not a task description of node-multiprocessing`;
   if (spec.kind === 'source') {
-    return allowSource ? undefined : `${what} is a function sent by its source, and this worker was not started with --allow-source`;
+    if (!allowSource) return `${what} is a function sent by its source, and this worker was not started with --allow-source`;
+    // The name goes into a //# sourceURL comment: a line break there would end the comment.
+    return /^[^\x00-\x1f\x7f]{0,200}$/.test(spec.name) ? undefined : `${what} has a name with control characters: refused`;
   }
   if (!spec.url.startsWith('file:')) return `${what} is the module ${spec.url}, which is not a file: module tasks must name a file on the worker's allow-list`;
   let real: string;
@@ -103,7 +108,14 @@ function refusal(spec: TaskSpec, allow: AllowList, allowSource: boolean, what: s
   } catch {
     return `${what} is the module ${fileURLToPath(spec.url)}, which does not exist on this worker (deploy the same files at the same paths on every machine)`;
   }
-  if (allow.files.has(real) || allow.dirs.some((d) => real.startsWith(d))) return undefined;
+  if (allow.files.has(real)) return undefined;
+  // A directory allows the modules of the application in it, not every package installed under
+  // it: --allow-module /srv/app must not let a job call graceful-fs's readFileSync.
+  if (allow.dirs.some((d) => real.startsWith(d) && !real.slice(d.length).split(path.sep).includes('node_modules'))) return undefined;
+  if (allow.dirs.some((d) => real.startsWith(d))) {
+    return `${what} is the module ${real}, in a node_modules under an allowed directory: a directory does not allow the packages installed under it; ` +
+      'name the package or its file with --allow-module';
+  }
   return `${what} is the module ${real}, which is not on this worker's allow-list (--allow-module)`;
 }
 
@@ -279,6 +291,13 @@ export class WorkerHost {
       if (abort.signal.aborted && abort.signal.reason === 'timeout') {
         throw fail('timeout', { name: 'TimeoutError', message: `the task ran longer than taskTimeout (${d.t} ms) on worker ${this.name}; its child process was killed`, stack: undefined, props: undefined });
       }
+      if (abort.signal.aborted && abort.signal.reason === 'shutdown') {
+        throw fail('lost', {
+          name: 'WorkerLostError',
+          message: `worker ${this.name} was stopped (SIGTERM or SIGINT) and its grace period ran out before the task finished; its child process was killed`,
+          stack: undefined, props: undefined,
+        }, { pid: process.pid, exitCode: null, signal: null });
+      }
       if (abort.signal.aborted) throw fail('cancelled', { name: 'Error', message: 'the pool was terminated or the call aborted', stack: undefined, props: undefined });
       if (err instanceof WorkerLostError) {
         throw fail('lost', { name: 'WorkerLostError', message: `${err.message}, on worker ${this.name}`, stack: undefined, props: undefined }, { pid: err.pid, exitCode: err.exitCode, signal: err.signal });
@@ -312,8 +331,9 @@ export class WorkerHost {
       const worker = this.#worker;
       if (worker !== undefined) {
         const closed = worker.close();
+        // Not 'cancelled': the task did nothing wrong, and its pool may run it again (retries).
         const timer = setTimeout(() => {
-          for (const r of this.#running.values()) r.abort.abort('cancelled');
+          for (const r of this.#running.values()) r.abort.abort('shutdown');
         }, graceMs);
         try {
           await closed;

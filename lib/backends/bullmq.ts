@@ -3,11 +3,17 @@
 // that Redis. Workers pull jobs, so a slow task never holds up the chunks behind it (Ray's pool
 // deals chunks out round-robin, and the slow actor's share straggles: ray-project/ray#29453).
 //
-// - A unit is a job, added with addBulk (a map's chunks at once; applies of one tick together).
+// - A unit is a job, added with addBulk (a map's chunks, and applies of one tick, together), in
+//   slices of ADD_SLICE jobs: one MULTI of a million jobs would hold Redis up for seconds.
 // - Outcomes come back through BullMQ's own events (QueueEvents), read from the stream position
 //   taken before the first job was added, so no event of ours can come before the reader.
 //   After a reconnection the pool looks up each job it still waits for, so an outcome whose
-//   event it missed, or a job that Redis lost, is found.
+//   event it missed, or a job that Redis lost, is found. It also looks them up when the stream
+//   was trimmed past what its reader had read (a pool whose event loop was busy while ~10,000
+//   events went by): checked every WATCH_MS while jobs are outstanding.
+// - Once it has a job's outcome, the pool removes the job (and its out-of-line result): Redis
+//   keeps no job's arguments longer than needed. keepJobs only bounds what a pool that went away
+//   leaves behind.
 // - A worker host that dies stops renewing its jobs' locks; BullMQ's stalled-job check (run by
 //   the other workers, and by the pool itself) finds them. maxStalledCount is 0, so a stalled job
 //   is not run again: its task rejects with WorkerLostError, unless `retries` allows another run.
@@ -53,7 +59,11 @@ export interface BullMQBackendOptions {
    * the workers' --stalled-interval), so a lost worker host is found even when no other is up.
    */
   stalledInterval?: number;
-  /** Finished jobs BullMQ keeps (for a pool that reconnects): at most `count`, for at most `age` seconds (default 10,000 and 3,600). */
+  /**
+   * Finished jobs BullMQ keeps, at most `count`, for at most `age` seconds (default 10,000 and
+   * 3,600). The pool removes each job once it has read its outcome: this bounds what a pool that
+   * went away first leaves behind.
+   */
   keepJobs?: { age?: number; count?: number };
   /** Accept a Redis whose maxmemory-policy may evict keys (jobs could then be lost). */
   allowEviction?: boolean;
@@ -133,7 +143,7 @@ export function bullmq(options: BullMQBackendOptions): Backend {
 interface RemoteUnit extends Unit {
   fnId: number;
   mode: Mode;
-  /** base64 v8 payload. */
+  /** base64 v8 payload; dropped once added, unless a stalled job may need it to run again (retries). */
   p: string;
   jobId: string;
   /** Added to Redis (addBulk resolved). */
@@ -145,6 +155,16 @@ interface RemoteUnit extends Unit {
 }
 
 const SHUTDOWN_WAIT_MS = 5000;
+/** Jobs per addBulk (one MULTI): Redis runs a MULTI without serving anyone else. */
+const ADD_SLICE = 1000;
+/**
+ * How often the pool checks, while jobs are outstanding, whether events it had not read were
+ * trimmed away. Short enough that a reader that keeps up is not ~10,000 events behind the trim
+ * point by the next check (a busy queue writes a few thousand events a second).
+ */
+const WATCH_MS = 1000;
+/** Jobs looked up per pipeline when reconciling. */
+const LOOKUP_SLICE = 1000;
 /** How long the pool waits for its first connection to Redis before its calls reject. */
 const CONNECT_MS = 10_000;
 
@@ -160,6 +180,18 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
   readonly #byId = new Map<string, RemoteUnit>();
   #toAdd: RemoteUnit[] = [];
   #flushQueued = false;
+  /** addBulk slices are added one after another, on this chain. */
+  #adding: Promise<void> = Promise.resolve();
+  #addsInFlight = 0;
+  /** The id of the last event the QueueEvents reader handed over (any event, ours or not). */
+  #lastEventId = '0-0';
+  /** #lastEventId at the previous #checkTrimmed. */
+  #seenAtLastCheck = '0-0';
+  /** The stream was found trimmed up to this id, and the jobs were looked up then. */
+  #reconciledUpTo = '0-0';
+  #reconciling: Promise<void> | undefined;
+  #reconcileAgain = false;
+  #watchTimer: NodeJS.Timeout | undefined;
   #ready = false;
   #fatal: Error | undefined;
   #terminated = false;
@@ -323,8 +355,17 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
     const last: Array<[string, string[]]> = await this.#redis.xrevrange(this.#keys.events, '+', '-', 'COUNT', 1);
     if (this.#shutdown !== undefined) return;
     const lastEventId = last.length > 0 ? last[0][0] : '0-0';
+    this.#lastEventId = lastEventId;
+    this.#seenAtLastCheck = lastEventId;
     this.#events = new QueueEvents(o.queue, { connection, prefix: o.prefix, lastEventId });
     this.#events.on('error', () => undefined);
+    // Every event is emitted with its stream id last: the reader's position, for #checkTrimmed.
+    const emit = this.#events.emit.bind(this.#events);
+    this.#events.emit = (name: string, ...args: unknown[]): boolean => {
+      const id = args[args.length - 1];
+      if (typeof id === 'string' && /^\d+-\d+$/.test(id)) this.#lastEventId = id;
+      return emit(name, ...args);
+    };
     this.#events.on('completed', (e: { jobId: string; returnvalue: unknown }) => this.#onCompleted(e.jobId, e.returnvalue));
     this.#events.on('failed', (e: { jobId: string; failedReason: string }) => this.#onFailed(e.jobId, e.failedReason));
     this.#events.on('stalled', (e: { jobId: string }) => this.#onStalled(e.jobId));
@@ -339,6 +380,7 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
     // trimmed to ~10,000): look the jobs up.
     const eventsClient = await this.#events.client;
     eventsClient?.on?.('ready', () => void this.#reconcile());
+    this.#watchTimer = setInterval(() => void this.#checkTrimmed().catch(() => undefined), WATCH_MS).unref();
   }
 
   /** Redis cannot be used (refused, not noeviction, bullmq missing...): every call rejects with why. */
@@ -353,38 +395,73 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
 
   #flush(): void {
     if (!this.#ready || this.#toAdd.length === 0 || this.#shutdown !== undefined) return;
-    const units = this.#toAdd.filter((u) => !u.job.done && this.#byId.get(u.jobId) === u);
+    const pending = this.#toAdd;
     this.#toAdd = [];
-    if (units.length === 0) return this.#maybeFinish();
+    this.#addsInFlight++;
+    this.#adding = this.#adding.then(() => this.#addAll(pending)).finally(() => {
+      this.#addsInFlight--;
+      this.#maybeFinish();
+    });
+  }
+
+  /** Adds units in slices of ADD_SLICE, one slice at a time; units whose call ended meanwhile are left out, or taken back out. */
+  async #addAll(pending: RemoteUnit[]): Promise<void> {
+    const o = this.#o;
+    for (let i = 0; i < pending.length; i += ADD_SLICE) {
+      const units: RemoteUnit[] = [];
+      for (const u of pending.slice(i, i + ADD_SLICE)) {
+        if (this.#byId.get(u.jobId) !== u) continue; // cancelled, or settled
+        if (u.job.done) {
+          // Its call ended (an imap that threw, a map that failed fast): nothing will take its outcome.
+          this.#byId.delete(u.jobId);
+          continue;
+        }
+        units.push(u);
+      }
+      if (units.length === 0 || this.#shutdown !== undefined) continue;
+      try {
+        await this.#queue.addBulk(units.map((u) => this.#jobOf(u)));
+      } catch (err) {
+        const e = new Error(`the pool could not add its jobs to the queue ${o.queue}: ${(err as Error).message}`, { cause: err });
+        for (const u of units) this.#settle(u, false, e);
+        continue;
+      }
+      // A call aborted (or a pool terminated) while its jobs were being added: they are in Redis
+      // now, and would run. Take them back out.
+      const dropped: string[] = [];
+      for (const u of units) {
+        if (this.#byId.get(u.jobId) === u && !u.job.done) {
+          u.sent = true;
+          if (o.retries === 0) u.p = '';
+        } else {
+          if (this.#byId.get(u.jobId) === u) this.#byId.delete(u.jobId);
+          dropped.push(u.jobId);
+        }
+      }
+      if (dropped.length > 0) await this.#cancelJobs(dropped);
+    }
+  }
+
+  #jobOf(u: RemoteUnit): { name: string; data: JobData; opts: Record<string, unknown> } {
     const o = this.#o;
     const c = this.#config;
-    const jobs = units.map((u) => {
-      const spec = this.#host.specs[u.fnId];
-      const data: JobData = { v: VERSION, pool: this.#poolId, fn: spec, mode: u.mode, x: o.maxPayload, p: u.p };
-      if (this.#init !== undefined) data.init = this.#init;
-      if (c.taskTimeout !== undefined) data.t = c.taskTimeout;
-      if (c.maxTasksPerChild > 0) data.m = c.maxTasksPerChild;
-      if (o.hmacKey !== undefined) data.s = signJob(o.hmacKey, o.queue, u.jobId, data);
-      return {
-        name: spec.kind === 'module' ? spec.exportName : spec.name,
-        data,
-        opts: {
-          jobId: u.jobId,
-          attempts: o.retries + 1 - u.spent,
-          removeOnComplete: o.keep,
-          removeOnFail: o.keep,
-        },
-      };
-    });
-    this.#queue.addBulk(jobs).then(
-      () => {
-        for (const u of units) u.sent = true;
+    const spec = this.#host.specs[u.fnId];
+    const data: JobData = { v: VERSION, pool: this.#poolId, fn: spec, mode: u.mode, x: o.maxPayload, p: u.p };
+    if (this.#init !== undefined) data.init = this.#init;
+    if (c.taskTimeout !== undefined) data.t = c.taskTimeout;
+    if (c.maxTasksPerChild > 0) data.m = c.maxTasksPerChild;
+    if (o.hmacKey !== undefined) data.s = signJob(o.hmacKey, o.queue, u.jobId, data);
+    return {
+      name: spec.kind === 'module' ? spec.exportName : spec.name,
+      data,
+      opts: {
+        jobId: u.jobId,
+        attempts: o.retries + 1 - u.spent,
+        // The pool removes each job once it has its outcome; these bound what a pool that went away leaves.
+        removeOnComplete: o.keep,
+        removeOnFail: o.keep,
       },
-      (err: Error) => {
-        const e = new Error(`the pool could not add its jobs to the queue ${o.queue}: ${err.message}`, { cause: err });
-        for (const u of units) this.#settle(u, false, e);
-      },
-    );
+    };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -392,6 +469,9 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
 
   #settle(u: RemoteUnit, ok: boolean, value: unknown): void {
     if (this.#byId.get(u.jobId) === u) this.#byId.delete(u.jobId);
+    // Its outcome is here: the job (its arguments, up to maxPayload) need not stay in Redis.
+    if (u.sent && this.#shutdown === undefined) this.#queue.remove(u.jobId).catch(() => undefined);
+    u.sent = false;
     if (!u.job.done) u.job.unitDone(u, ok, value);
     this.#maybeFinish();
   }
@@ -405,11 +485,15 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
 
   async #readResult(u: RemoteUnit, r: ResultData): Promise<void> {
     const o = this.#o;
+    let resultKey: string | undefined;
     try {
       if (typeof r !== 'object' || r === null || r.v !== VERSION) throw new Error(`job ${u.jobId} completed with a value that is not a node-multiprocessing result: was it run by another kind of worker?`);
       let base64 = r.r;
       if (r.k === 1) {
-        base64 = await this.#redis.getdel(this.#keys.result(u.jobId));
+        // GET, and DEL once settled: a GETDEL whose reply a cut connection lost would be resent
+        // by ioredis, and find nothing.
+        resultKey = this.#keys.result(u.jobId);
+        base64 = await this.#redis.get(resultKey);
         if (base64 === null) throw new Error(`the result of job ${u.jobId} is gone from Redis (out-of-line results are kept 24 h; was Redis restarted without persistence?)`);
       }
       if (typeof base64 !== 'string') throw new Error(`job ${u.jobId} completed without a result`);
@@ -420,6 +504,7 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
     } catch (err) {
       this.#settle(u, false, err);
     }
+    if (resultKey !== undefined && this.#shutdown === undefined) this.#redis.del(resultKey).catch(() => undefined);
   }
 
   #onFailed(jobId: string, failedReason: string): void {
@@ -439,14 +524,16 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
     if (u === undefined || u.settling) return;
     u.settling = true;
     void (async () => {
-      let job: any;
+      let fields: Array<string | null> | undefined;
       try {
-        job = await Promise.race([this.#queue.getJob(jobId), new Promise((r) => setTimeout(r, 2000).unref())]);
+        // Two fields, not the whole job (whose arguments may take up to maxPayload).
+        // BullMQ's names: atm (attemptsMade, formerly spelled out) and pb (processedBy).
+        fields = await Promise.race([this.#redis.hmget(this.#keys.job(jobId), 'atm', 'pb', 'attemptsMade'), new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000).unref())]);
       } catch {
         // Redis is away: what we know will do.
       }
-      const spentHere = (typeof job?.attemptsMade === 'number' ? job.attemptsMade : 0) + 1;
-      const processedBy: string | undefined = job?.processedBy;
+      const spentHere = (Number(fields?.[0] ?? fields?.[2] ?? 0) || 0) + 1;
+      const processedBy: string | undefined = fields?.[1] ?? undefined;
       // The job is failed in Redis (BullMQ fails it when a worker next takes it): take it out.
       this.#queue.remove(jobId).catch(() => undefined);
       if (this.#byId.get(jobId) !== u) return;
@@ -471,28 +558,93 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
     })();
   }
 
-  /** After a reconnection: each job still waited for is looked up, for an outcome whose event was missed or a job Redis lost. */
-  async #reconcile(): Promise<void> {
+  /**
+   * Every WATCH_MS while jobs are outstanding: was the event stream trimmed past where the reader
+   * was at the previous check? An entry deleted before the reader reached it lies past that point
+   * (the reader only moves on), so its event may be lost, and the jobs are looked up. Redis ≥ 7
+   * says up to which id it deleted entries (max-deleted-entry-id); for an older one, where its
+   * first entry now is. A reader that keeps up is never that far behind (WATCH_MS).
+   */
+  async #checkTrimmed(): Promise<void> {
+    const seenBefore = this.#seenAtLastCheck;
+    this.#seenAtLastCheck = this.#lastEventId;
+    // (A reconcile that is running already is asked to run again: the trim may have come after it read a job.)
+    if (!this.#ready || this.#shutdown !== undefined || this.#redis.status !== 'ready' || this.#byId.size === 0) return;
+    let trimmedTo: string;
+    try {
+      const info: unknown[] = await this.#redis.xinfo('STREAM', this.#keys.events);
+      const field = (name: string): unknown => (info.includes(name) ? info[info.indexOf(name) + 1] : undefined);
+      // Entries before the first one are gone (XTRIM, BullMQ's MAXLEN); all of them when it is
+      // empty. Redis ≥ 7 also names the largest id XDEL took.
+      const first = field('first-entry') as [string, unknown] | null | undefined;
+      trimmedTo = Number(field('length')) === 0 || !first ? String(field('last-generated-id') ?? '0-0') : first[0];
+      const maxDeleted = field('max-deleted-entry-id');
+      if (typeof maxDeleted === 'string' && compareIds(maxDeleted, trimmedTo) > 0) trimmedTo = maxDeleted;
+    } catch (err) {
+      if (!/no such key/i.test((err as Error).message)) return; // away: look again later
+      trimmedTo = '18446744073709551615-0'; // the stream itself is gone
+    }
+    const seen = compareIds(seenBefore, this.#reconciledUpTo) > 0 ? seenBefore : this.#reconciledUpTo;
+    if (compareIds(trimmedTo, seen) <= 0) return;
+    this.#reconciledUpTo = trimmedTo;
+    await this.#reconcile();
+  }
+
+  /** Each job still waited for is looked up: an outcome whose event was missed, or a job Redis lost. One run at a time. */
+  #reconcile(): Promise<void> {
+    if (this.#reconciling !== undefined) {
+      this.#reconcileAgain = true;
+      return this.#reconciling;
+    }
+    this.#reconciling = (async () => {
+      do {
+        this.#reconcileAgain = false;
+        await this.#lookUpAll();
+      } while (this.#reconcileAgain && this.#shutdown === undefined);
+    })().finally(() => (this.#reconciling = undefined));
+    return this.#reconciling;
+  }
+
+  async #lookUpAll(): Promise<void> {
+    if (!this.#ready || this.#shutdown !== undefined) return;
     const units = [...this.#byId.values()].filter((u) => u.sent && !u.settling);
-    for (let i = 0; i < units.length; i += 100) {
-      await Promise.all(units.slice(i, i + 100).map(async (u) => {
-        let job: any;
-        try {
-          job = await this.#queue.getJob(u.jobId);
-        } catch {
-          return; // away again: the next reconnection looks again
+    for (let i = 0; i < units.length; i += LOOKUP_SLICE) {
+      const slice = units.slice(i, i + LOOKUP_SLICE);
+      let replies: Array<[Error | null, unknown]>;
+      try {
+        // A few fields of each job's hash, not the job (its arguments may take up to maxPayload).
+        const pipe = this.#redis.pipeline();
+        for (const u of slice) {
+          pipe.hmget(this.#keys.job(u.jobId), 'timestamp', 'finishedOn', 'returnvalue', 'failedReason');
+          pipe.zscore(this.#keys.completed, u.jobId);
         }
-        if (this.#byId.get(u.jobId) !== u || u.settling) return;
-        if (job === undefined || job === null) {
+        replies = await pipe.exec();
+      } catch {
+        return; // away again: the next reconnection looks again
+      }
+      slice.forEach((u, k) => {
+        const [e1, fields] = replies[2 * k] as [Error | null, Array<string | null>];
+        const [e2, score] = replies[2 * k + 1] as [Error | null, string | null];
+        if (e1 !== null || e2 !== null || this.#byId.get(u.jobId) !== u || u.settling) return;
+        const [timestamp, finishedOn, returnvalue, failedReason] = fields;
+        if (timestamp === null) {
           return this.#settle(u, false, withCallSite(new Error(
             `the job ${u.jobId} of this pool is gone from Redis: Redis lost its data (restarted without persistence, or evicted keys), ` +
             'or the job was removed. Run Redis with appendonly yes and maxmemory-policy noeviction (docs/scale-out.md)',
           ), u));
         }
-        if (!job.finishedOn) return; // waiting or running: its event is still to come
-        if (job.returnvalue !== null && job.returnvalue !== undefined && !job.failedReason) return this.#onCompleted(u.jobId, job.returnvalue);
-        if (job.failedReason) return this.#onFailed(u.jobId, job.failedReason);
-      }));
+        if (!finishedOn) return; // waiting or running: its event is still to come
+        if (score !== null) {
+          let value: unknown;
+          try {
+            value = JSON.parse(returnvalue ?? 'null');
+          } catch {
+            value = null;
+          }
+          return this.#onCompleted(u.jobId, value);
+        }
+        if (failedReason) return this.#onFailed(u.jobId, failedReason);
+      });
     }
   }
 
@@ -511,13 +663,14 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
   /** Closed, no input left to read, nothing waited for: the connections go. */
   #maybeFinish(): void {
     if (this.#shutdown !== undefined || this.#host.state === 'running' || this.#host.activeStreams > 0) return;
-    if (this.#byId.size > 0 || this.#toAdd.length > 0) return;
+    if (this.#byId.size > 0 || this.#toAdd.length > 0 || this.#addsInFlight > 0) return;
     void this.#close(async () => undefined);
   }
 
   #close(before: () => Promise<void>): Promise<void> {
     this.#shutdown ??= (async () => {
       this.#shutdownStarted();
+      clearInterval(this.#watchTimer);
       // Still connecting: stop trying, and let #start finish before closing what it made.
       if (!this.#ready && this.#redis !== undefined && this.#redis.status !== 'ready') this.#redis.disconnect();
       await this.#starting.catch(() => undefined);
@@ -538,6 +691,13 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
     })();
     return this.#shutdown;
   }
+}
+
+/** Orders two stream ids ("ms-seq"). */
+function compareIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map((x) => BigInt(x || '0'));
+  const [bm, bs] = b.split('-').map((x) => BigInt(x || '0'));
+  return am !== bm ? (am < bm ? -1 : 1) : as === bs ? 0 : as < bs ? -1 : 1;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
