@@ -10,6 +10,7 @@
 //   WORKLOADS=W4,W5 npm run bench              # fewer workloads
 //   BENCH_JSON=bench.json npm run bench        # also write every figure of every round
 //   ANCHORS_DIR=../shared/anchors npm run bench   # also run those anchors' runners, as a cross-check
+//   BULLMQ=0 npm run bench                     # without the scale-out rows (bench/bullmq.js, run once)
 //
 // Runners: nmp_runner.js (ours), peers/python.py, peers/fork.js, peers/threads.js, peers/pools.mjs.
 // Each prints one JSON line per figure, {system, workload, value, unit, n}, with the same keys and
@@ -425,6 +426,22 @@ function namesOf(pids) {
   return fs.readdirSync('/dev/shm').filter((n) => /^nmp_[0-9a-z]+_/.test(n) && roots.has(n.split('_')[1]));
 }
 
+/** The BullMQ backend beside the local pool, from bench/bullmq.js's lines. */
+function scaleOutTable(lines) {
+  const get = (system, key) => lines.find((l) => l.system === `node-multiprocessing/${system}` && l.workload === key);
+  const show = (l) => (l === undefined ? '—' : format(l.value, l.unit));
+  const rows = [
+    ['no-op `apply` round trip, median ↓', 'B1.apply_roundtrip.median'],
+    ['`map(x => x * x)` over 100,000 items, default chunks, median of 5 ↓', 'B2.map_100k_default_chunks.median'],
+    ['… the first map ↓', 'B2.map_100k_default_chunks.first'],
+    ['jobs/s, 5,000 `applyAsync` at once ↑', 'B3.jobs_per_s.median'],
+  ];
+  const out = ['Pool across machines: the BullMQ backend (a local redis-server, 2 worker CLIs of 1 process each) beside a local pool of 2.', '',
+    '| figure | BullMQ backend | local pool |', '| --- | --- | --- |'];
+  for (const [name, key] of rows) out.push(`| ${name} | ${show(get('bullmq', key))} | ${show(get('local', key))} |`);
+  return out.join('\n');
+}
+
 async function main() {
   const t0 = performance.now();
   const python = hasPython();
@@ -492,6 +509,21 @@ async function main() {
 
   removeAnchorsCopy();
 
+  // The scale-out pool (issue: "a local Redis, 2 workers of 1 process each"), once, after the
+  // rounds: bench/bullmq.js starts its own redis-server and worker CLIs.
+  let scaleOut = null;
+  if (process.env.BULLMQ !== '0') {
+    if (!installed('bullmq') || !installed('ioredis')) skipped.push('bullmq or ioredis is not installed: the scale-out rows were skipped.');
+    else if (!['/usr/bin/redis-server', '/usr/local/bin/redis-server'].some((p) => fs.existsSync(p))) skipped.push('redis-server was not found: the scale-out rows were skipped.');
+    else {
+      const r = await runOnce(['node', path.join(HERE, 'bullmq.js')], HERE);
+      note(`scale-out (BullMQ)           ${r.wall.toFixed(1).padStart(5)} s`);
+      if (r.code !== 0) note(`  bench/bullmq.js failed (exit ${r.code}):\n${r.stderr}`);
+      else scaleOut = r.lines;
+      runs.push({ runner: 'bullmq', round: 1, pid: r.pid, exit: r.code, wall_s: r.wall });
+    }
+  }
+
   // Our trees' trackers remove their names once the tree has exited; give them a moment.
   const pids = runs.map((r) => r.pid);
   for (let i = 0; i < 40 && namesOf(pids).length; i++) await new Promise((r) => setTimeout(r, 50));
@@ -516,6 +548,7 @@ async function main() {
     console.log('\nCross-check: our peer runners beside the anchors of ANCHORS_DIR, same run (ratio = ours ÷ anchor).\n');
     console.log(crossCheck(figs, anchors));
   }
+  if (scaleOut) console.log(`\n${scaleOutTable(scaleOut)}`);
   if (skipped.length) console.log(`\n${skipped.join(' ')}`);
   if (builtAt() !== built) console.log('\ndist/ was rebuilt during the run (`npm run compile` elsewhere?): our figures may come from two builds.');
   const failed = runs.filter((r) => r.exit !== 0);
