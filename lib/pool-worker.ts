@@ -10,6 +10,7 @@ import { performance } from 'perf_hooks';
 import { decodeValue, encodeMessage, headerField, warmUp } from './pool-codec';
 import { NOTHING, Queue } from './queues';
 import { errorInfo } from './remote-error';
+import { SpinBudget } from './spin';
 import { resolveTask, TaskSpec, withClosureHint } from './task';
 
 /** Modes of a task message: how the payload is applied to the function. */
@@ -98,15 +99,18 @@ export async function serve(
   };
 
   let done = 0;
+  const spin = new SpinBudget();
   let warm = config.maxTasks === 1;
   let lastYield = performance.now();
   for (;;) {
     let message = tasks.takeNow();
-    if (message === NOTHING && config.spinMs > 0) {
+    if (message === NOTHING && config.spinMs > 0 && spin.begin()) {
       // The pool often sends the next task within microseconds of a result: look for it a
       // moment before paying for a sleep and a wake-up.
       const until = performance.now() + config.spinMs;
       while (message === NOTHING && performance.now() < until) message = tasks.takeNow();
+      if (message === NOTHING) spin.missed();
+      else spin.hit();
     }
     if (message === NOTHING) {
       // The first idle moment after a first task warms the codec up (pool-codec's warmUp), unless

@@ -18,6 +18,7 @@ import { Definition, Mode, Outcome, TaskMessage, WorkerConfig } from '../pool-wo
 import { Process } from '../process';
 import { NOTHING, Queue } from '../queues';
 import { ErrorInfo, rebuildError } from '../remote-error';
+import { SpinBudget } from '../spin';
 import { encode, serialize } from '../shared';
 import { task } from '../task';
 import { Backend, BackendConfig, Job, kCreateBackend, Line, PoolBackend, PoolHost, signalName, Unit } from './backend';
@@ -99,6 +100,7 @@ class LocalBackend implements PoolBackend<LocalUnit> {
 
   /** After a result, how long the parent polls for the next before it sleeps (ms). */
   readonly #parentSpin: number;
+  readonly #spin = new SpinBudget();
   readonly #workerSpin: number;
 
   constructor(host: PoolHost, config: BackendConfig, spin: boolean) {
@@ -368,16 +370,20 @@ class LocalBackend implements PoolBackend<LocalUnit> {
   }
 
   async #loop(): Promise<void> {
+    let polling = false;
     try {
       for (;;) {
-        this.#drainResults();
+        if (this.#drainResults() && polling) this.#spin.hit();
         if (!this.#hasWork() || this.#terminated) break;
-        if (performance.now() - this.#lastActivity < this.#parentSpin) {
+        if (performance.now() - this.#lastActivity < this.#parentSpin && (polling || this.#spin.begin())) {
           // Poll between event-loop turns (I/O and timers still run): a short task's result
           // is usually here within microseconds, sooner than a wake-up from sleep.
+          polling = true;
           await new Promise(setImmediate);
           continue;
         }
+        if (polling) this.#spin.missed();
+        polling = false;
         const abort = new AbortController();
         this.#loopAbort = abort;
         try {
@@ -394,7 +400,8 @@ class LocalBackend implements PoolBackend<LocalUnit> {
     }
   }
 
-  #drainResults(): void {
+  /** Handles every result there is now; true if there was one. */
+  #drainResults(): boolean {
     let any = false;
     for (;;) {
       const message = this.#results.takeNow();
@@ -403,6 +410,7 @@ class LocalBackend implements PoolBackend<LocalUnit> {
       any = true;
     }
     if (any) this.#dispatch();
+    return any;
   }
 
   #handle(message: Buffer | unknown[], dispatch = true): void {
