@@ -386,9 +386,9 @@ describeWithRedis('Pool on BullMQ: security', () => {
 
   test('the signature covers each field on its own: a name and a source cannot trade characters', () => {
     const key = Buffer.from(KEY);
-    const job = (name: string, source: string): any => ({ v: 1, pool: 'p', fn: { kind: 'source', name, source }, mode: 0, x: 10, p: '' });
+    const job = (name: string, source: string): any => ({ v: 2, pool: 'p', fn: { kind: 'source', name, source }, mode: 0, x: 10, p: '' });
     expect(signJob(key, 'q', '1', job('f', 'x\ny'))).not.toBe(signJob(key, 'q', '1', job('f\nx', 'y')));
-    const mod = (url: string, exportName: string): any => ({ v: 1, pool: 'p', fn: { kind: 'module', url, exportName }, mode: 0, x: 10, p: '' });
+    const mod = (url: string, exportName: string): any => ({ v: 2, pool: 'p', fn: { kind: 'module', url, exportName }, mode: 0, x: 10, p: '' });
     expect(signJob(key, 'q', '1', mod('file:///a#b', 'c'))).not.toBe(signJob(key, 'q', '1', mod('file:///a', 'b#c')));
   });
 
@@ -406,7 +406,7 @@ describeWithRedis('Pool on BullMQ: security', () => {
     const marker = path.join(dir, 'ran');
     try {
       const forged = await q.add('x', {
-        v: 1, pool: 'forged', mode: 0, x: 1000, s: '00'.repeat(32),
+        v: 2, pool: 'forged', mode: 0, x: 1000, s: '00'.repeat(32),
         fn: { kind: 'module', url: `file://${JOBS}`, exportName: 'failOnce' },
         p: require('v8').serialize([marker, 1]).toString('base64'),
       });

@@ -157,6 +157,24 @@ describeWithRedis('Pool on BullMQ: a child process dies, a worker host dies', ()
     }
   });
 
+  test('a job taken but never started (the reply that handed it over was lost in a Redis restart) runs once, within the bound', async () => {
+    const p = remote(redis, 'orphan');
+    const dir = tempDir();
+    const call = p.apply(jobs.markRun, [dir, 7, 0]);
+    // A stand-in takes the job as a host whose reply was lost leaves it: active, locked with a
+    // token nobody renews, never started. Without the started mark this was a WorkerLostError.
+    const { Worker } = require('bullmq');
+    const taker = new Worker('orphan', null, { connection: { host: '127.0.0.1', port: redis.port, maxRetriesPerRequest: null }, lockDuration: LOCK_MS, autorun: false });
+    try {
+      expect(await until(async () => (await taker.getNextJob('lost-reply', { block: false })) !== undefined)).toBe(true);
+    } finally {
+      await taker.close();
+    }
+    await startWorker(redis, 'orphan', ['--processes', '1', '--allow-module', JOBS, ...HOST_DEATH]);
+    expect(await within(LOST_BOUND_MS + 2000, [call])).toEqual([49]);
+    expect(fs.readdirSync(dir).length).toBe(1);
+  });
+
   test('retries: n re-runs a failed task, and a lost host\'s task on another worker (at-least-once)', async () => {
     const [a, b] = await Promise.all([
       startWorker(redis, 'retry', ['--processes', '1', '--allow-module', JOBS, ...HOST_DEATH]),

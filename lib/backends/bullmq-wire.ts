@@ -54,7 +54,32 @@ export const RESULT_TTL = 24 * 3600 * 1000;
 /** How long a terminated pool's id is remembered, so that its jobs still queued are refused (ms). */
 export const CANCEL_TTL = 24 * 3600 * 1000;
 
-export const VERSION = 1;
+/**
+ * The version of jobs and results. 2: workers mark each job they start (STARTED_FIELD), and pools
+ * run again a stalled job without the mark. A worker of version 1 never marks, so its pools would
+ * take its lost jobs for never started: the two refuse each other's jobs instead.
+ */
+export const VERSION = 2;
+
+/**
+ * The job-hash field a worker host sets, while it still holds the job's lock, just before it
+ * hands the task to a child process; its value is the host's name. A job whose lock expired
+ * without it never ran: its taker never got it (BullMQ's reply that handed it over was lost when
+ * Redis restarted), so running it again runs it once. Each job id is run at most once (the pool
+ * retries under a new id), so the field always speaks of this job's only run.
+ */
+export const STARTED_FIELD = 'nmpStarted';
+
+/**
+ * Sets STARTED_FIELD if the lock is still held with this token (KEYS: lock, job hash; ARGV: token,
+ * field, host). 1 if set, 0 if the job is no longer this taker's: then it must not run.
+ */
+export const MARK_STARTED_LUA = `
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  return 1
+end
+return 0`;
 
 /** ioredis options from ours (ioredis and bullmq take the same). */
 export function ioredisOptions(connection: RedisConnection): Record<string, unknown> {
@@ -102,7 +127,8 @@ export function checkQueueName(queue: unknown, caller: string): string {
 
 /** Where a queue's own keys of ours live: beside BullMQ's, under its prefix. */
 export function keys(prefix: string, queue: string): {
-  cancel: string; cancelled: string; result: (jobId: string) => string; job: (jobId: string) => string; events: string; completed: string;
+  cancel: string; cancelled: string; result: (jobId: string) => string; job: (jobId: string) => string; lock: (jobId: string) => string;
+  events: string; completed: string;
 } {
   const base = `${prefix}:${queue}`;
   return {
@@ -113,6 +139,8 @@ export function keys(prefix: string, queue: string): {
     result: (jobId) => `${base}:nmp:result:${jobId}`,
     /** BullMQ's: a job's hash. */
     job: (jobId) => `${base}:${jobId}`,
+    /** BullMQ's: a job's lock, whose value is its taker's token. */
+    lock: (jobId) => `${base}:${jobId}:lock`,
     /** BullMQ's: the event stream. */
     events: `${base}:events`,
     /** BullMQ's: the sorted set of completed jobs. */

@@ -19,7 +19,7 @@ import { localBackendWith } from './local';
 import type { RunnerTask } from './bullmq-runner';
 import {
   CANCEL_TTL, DEFAULT_MAX_PAYLOAD, Failure, FailureKind, failureReason, INLINE_RESULT, ioredisOptions, JobData, jobSignatureValid, keys,
-  RedisConnection, RESULT_TTL, ResultData, signResult, VERSION,
+  MARK_STARTED_LUA, RedisConnection, RESULT_TTL, ResultData, signResult, STARTED_FIELD, VERSION,
 } from './bullmq-wire';
 import { checkEvictionPolicy, firstConnection, loadBullMQ, loadIORedis } from './bullmq-load';
 
@@ -163,6 +163,7 @@ export class WorkerHost {
     try {
       host.#redis = make({ maxRetriesPerRequest: null });
       host.#redis.on('error', () => undefined);
+      host.#redis.defineCommand('nmpMarkStarted', { numberOfKeys: 2, lua: MARK_STARTED_LUA });
       await firstConnection(host.#redis, 30_000, 'the worker');
       await checkEvictionPolicy(host.#redis, o.allowEviction, 'the worker');
       // Cancellations: a terminated pool's id, or aborted calls' job ids, published by pools.
@@ -175,7 +176,7 @@ export class WorkerHost {
       await host.#subscriber.subscribe(k.cancel);
       await host.#loadCancelled(k.cancelled);
 
-      const processor = (job: any): Promise<ResultData> => host.#process(job, UnrecoverableError, k);
+      const processor = (job: any, token: string): Promise<ResultData> => host.#process(job, token, UnrecoverableError, k);
       host.#worker = new Worker(o.queue, processor, {
         connection: conn,
         prefix: o.prefix,
@@ -242,7 +243,7 @@ export class WorkerHost {
     for (const [id, until] of this.#cancelledPools) if (until < now) this.#cancelledPools.delete(id);
   }
 
-  async #process(job: any, UnrecoverableError: new (message: string) => Error, k: ReturnType<typeof keys>): Promise<ResultData> {
+  async #process(job: any, token: string, UnrecoverableError: new (message: string) => Error, k: ReturnType<typeof keys>): Promise<ResultData> {
     const o = this.o;
     const jobId = String(job.id);
     const fail = (kind: FailureKind, info: ErrorInfo, extra: Partial<Failure> = {}): Error => {
@@ -270,6 +271,14 @@ export class WorkerHost {
     if (why !== undefined) throw refuse(why);
     const payload = Buffer.from(d.p, 'base64');
     if (payload.length > o.maxPayload) throw refuse(`its arguments are ${payload.length} bytes, over this worker's limit of ${o.maxPayload} (--max-payload)`, 'RangeError');
+
+    // The job is marked started, while this host still holds its lock, before any of it runs. A
+    // job whose lock expires unmarked never ran, and the pool runs it again (a taker that never
+    // got it: BullMQ's reply that handed it over was lost in a Redis restart). If the lock is
+    // gone already, the job is no longer ours: the stalled-job check has handed it to the pool.
+    if (await this.#redis.nmpMarkStarted(k.lock(jobId), k.job(jobId), token, STARTED_FIELD, this.name) !== 1) {
+      throw new Error(`job ${jobId}: its lock expired before the task started on worker ${this.name}; not run here`);
+    }
 
     const abort = new AbortController();
     this.#running.set(jobId, { pool: d.pool, abort });

@@ -17,6 +17,8 @@
 // - A worker host that dies stops renewing its jobs' locks; BullMQ's stalled-job check (run by
 //   the other workers, and by the pool itself) finds them. maxStalledCount is 0, so a stalled job
 //   is not run again: its task rejects with WorkerLostError, unless `retries` allows another run.
+//   That holds for jobs their host marked started (STARTED_FIELD). A stalled job without the mark
+//   never ran (a Redis restart lost the reply that handed it to a host) and is added again.
 import { randomBytes } from 'crypto';
 import * as v8 from 'v8';
 
@@ -30,7 +32,7 @@ import { Backend, BackendConfig, Job, kCreateBackend, PoolBackend, PoolHost, Uni
 import { checkEvictionPolicy, firstConnection, loadBullMQ, loadIORedis, redact } from './bullmq-load';
 import {
   CANCEL_TTL, checkConnection, checkQueueName, DEFAULT_MAX_PAYLOAD, Failure, ioredisOptions, JobData, keys, MAX_MAX_PAYLOAD, parseFailure,
-  RedisConnection, refuseShared, resultSignatureValid, ResultData, signJob, VERSION,
+  RedisConnection, refuseShared, resultSignatureValid, ResultData, signJob, STARTED_FIELD, VERSION,
 } from './bullmq-wire';
 
 export type { RedisConnection, RedisConnectionOptions, RedisTlsOptions } from './bullmq-wire';
@@ -143,15 +145,20 @@ export function bullmq(options: BullMQBackendOptions): Backend {
 interface RemoteUnit extends Unit {
   fnId: number;
   mode: Mode;
-  /** base64 v8 payload; dropped once added, unless a stalled job may need it to run again (retries). */
+  /**
+   * base64 v8 payload, kept until the outcome is in: a stalled job that never ran is added again
+   * (under a new id), whatever `retries` says.
+   */
   p: string;
   jobId: string;
   /** Added to Redis (addBulk resolved). */
   sent: boolean;
   /** Its outcome is being read (an out-of-line result, a lost host's name): events for it are ignored. */
   settling: boolean;
-  /** Runs spent by earlier job ids of this unit (a stalled job is given a new id to run again). */
+  /** Runs spent by earlier job ids of this unit (each run again is a job of a new id). */
   spent: number;
+  /** Job ids this unit had before its current one. */
+  again: number;
 }
 
 const SHUTDOWN_WAIT_MS = 5000;
@@ -261,7 +268,7 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
     const bytes = serialize(payload, what);
     this.#checkSize(bytes.length, what);
     const seq = ++this.#seq;
-    return { seq, job, index, fnId, mode, p: bytes.toString('base64'), jobId: `${this.#poolId}-${seq}`, sent: false, settling: false, spent: 0 };
+    return { seq, job, index, fnId, mode, p: bytes.toString('base64'), jobId: `${this.#poolId}-${seq}`, sent: false, settling: false, spent: 0, again: 0 };
   }
 
   submit(units: RemoteUnit[]): void {
@@ -432,7 +439,6 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
       for (const u of units) {
         if (this.#byId.get(u.jobId) === u && !u.job.done) {
           u.sent = true;
-          if (o.retries === 0) u.p = '';
         } else {
           if (this.#byId.get(u.jobId) === u) this.#byId.delete(u.jobId);
           dropped.push(u.jobId);
@@ -456,7 +462,9 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
       data,
       opts: {
         jobId: u.jobId,
-        attempts: o.retries + 1 - u.spent,
+        // One run per job id: the pool runs a task again under a new id (#runAgain), so a job's
+        // started mark (STARTED_FIELD) always speaks of its only run.
+        attempts: 1,
         // The pool removes each job once it has its outcome; these bound what a pool that went away leaves.
         removeOnComplete: o.keep,
         removeOnFail: o.keep,
@@ -515,10 +523,33 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
       if (/stalled/.test(failedReason)) return this.#onStalled(jobId);
       return this.#settle(u, false, withCallSite(new Error(`job ${jobId} failed in BullMQ: ${failedReason}`), u));
     }
+    // Refused and cancelled jobs would fail the same way again.
+    if (f.kind !== 'refused' && f.kind !== 'cancelled' && this.#runAgain(u, 1)) return;
     this.#settle(u, false, failureError(f, u));
   }
 
-  /** A job whose lock expired: its worker host is gone (or was cut off from Redis for lockDuration). */
+  /**
+   * Adds the unit again under a new job id if its runs left allow (`spent`: what the old job
+   * used). The old job is failed for good in Redis, and goes.
+   */
+  #runAgain(u: RemoteUnit, spent: number): boolean {
+    if (this.#o.retries + 1 - (u.spent + spent) <= 0 || this.#terminated || this.#byId.get(u.jobId) !== u) return false;
+    this.#byId.delete(u.jobId);
+    if (this.#shutdown === undefined) this.#queue.remove(u.jobId).catch(() => undefined);
+    u.spent += spent;
+    u.jobId = `${this.#poolId}-${u.seq}-r${++u.again}`;
+    u.sent = false;
+    u.settling = false;
+    this.submit([u]);
+    return true;
+  }
+
+  /**
+   * A job whose lock expired. If its taker had marked it started (STARTED_FIELD), its worker host
+   * is gone (or was cut off from Redis for lockDuration) while it ran: WorkerLostError, unless
+   * `retries`. Without the mark it never ran, and runs now: its taker never got it (BullMQ's reply
+   * that handed it over was lost when Redis restarted), or lost it before starting it.
+   */
   #onStalled(jobId: string): void {
     const u = this.#byId.get(jobId);
     if (u === undefined || u.settling) return;
@@ -526,28 +557,23 @@ class BullMQBackend implements PoolBackend<RemoteUnit> {
     void (async () => {
       let fields: Array<string | null> | undefined;
       try {
-        // Two fields, not the whole job (whose arguments may take up to maxPayload).
-        // BullMQ's names: atm (attemptsMade, formerly spelled out) and pb (processedBy).
-        fields = await Promise.race([this.#redis.hmget(this.#keys.job(jobId), 'atm', 'pb', 'attemptsMade'), new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000).unref())]);
+        // A few fields, not the whole job (whose arguments may take up to maxPayload). The mark
+        // cannot come after the lock expired (the host sets it only while it holds the lock).
+        fields = await Promise.race([
+          this.#redis.hmget(this.#keys.job(jobId), 'timestamp', STARTED_FIELD),
+          new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000).unref()),
+        ]);
       } catch {
-        // Redis is away: what we know will do.
+        // Redis is away: it may have run, so it counts as lost.
       }
-      const spentHere = (Number(fields?.[0] ?? fields?.[2] ?? 0) || 0) + 1;
-      const processedBy: string | undefined = fields?.[1] ?? undefined;
-      // The job is failed in Redis (BullMQ fails it when a worker next takes it): take it out.
-      this.#queue.remove(jobId).catch(() => undefined);
+      const neverRan = fields !== undefined && fields[0] !== null && fields[1] === null;
+      const startedBy: string | undefined = fields?.[1] ?? undefined;
       if (this.#byId.get(jobId) !== u) return;
-      const left = this.#o.retries + 1 - (u.spent + spentHere);
-      if (left > 0 && !this.#terminated) {
-        // Run it again, under a new id (the stalled one is failed for good).
-        this.#byId.delete(jobId);
-        u.spent += spentHere;
-        u.jobId = `${this.#poolId}-${u.seq}-r${u.spent}`;
-        u.sent = false;
-        u.settling = false;
-        this.submit([u]);
-        return;
-      }
+      // A job that never ran spends no run: it runs once, now.
+      if (this.#runAgain(u, neverRan ? 0 : 1)) return;
+      // The job is failed in Redis (BullMQ fails it when a worker next takes it): take it out.
+      if (this.#shutdown === undefined) this.#queue.remove(jobId).catch(() => undefined);
+      const processedBy = startedBy;
       const pid = Number(/:(\d+)$/.exec(processedBy ?? '')?.[1] ?? 0);
       const who = processedBy === undefined ? 'its worker host' : `its worker host ${processedBy}`;
       this.#settle(u, false, withCallSite(new WorkerLostError(
