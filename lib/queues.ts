@@ -255,6 +255,10 @@ export class Queue<T = unknown> {
       const o = optionsOf(opts, 'getBytesInto');
       const timeout = checkTimeout(o.timeout);
       const signal = checkSignal(o.signal);
+      if (!signal?.aborted) {
+        const now = this.ring.tryGet(into);
+        if (now !== null) return Promise.resolve(this.bytesInto(now, into));
+      }
       return runAsync(this.ring.getPlan(timeout, false, into), signal).then(
         (frame) => this.bytesInto(frame, into),
         (err) => Promise.reject(err instanceof RingClosed ? new Error('Queue is closed and empty') : err),
@@ -269,7 +273,7 @@ export class Queue<T = unknown> {
     const timeout = checkTimeout(optionsOf(opts, 'getBytesIntoSync').timeout);
     let frame: Frame | undefined;
     try {
-      frame = runSync(this.ring.getPlan(timeout, false, into));
+      frame = this.ring.tryGet(into) ?? runSync(this.ring.getPlan(timeout, false, into));
     } catch (err) {
       throw err instanceof RingClosed ? new Error('Queue is closed and empty') : err;
     }
@@ -490,6 +494,8 @@ export class Connection<T = unknown> {
     try {
       const ring = this.check('reader');
       const into = destination(buffer, offset);
+      const now = ring.tryGet(into);
+      if (now !== null) return Promise.resolve(this.bytesInto(now, into));
       return runAsync(ring.getPlan(undefined, true, into)).then(
         (frame) => this.bytesInto(frame, into),
         (err) => Promise.reject(err instanceof RingClosed ? new EOFError('the other end is closed') : err),
@@ -504,7 +510,7 @@ export class Connection<T = unknown> {
     const into = destination(buffer, offset);
     let frame: Frame | undefined;
     try {
-      frame = runSync(ring.getPlan(undefined, true, into));
+      frame = ring.tryGet(into) ?? runSync(ring.getPlan(undefined, true, into));
     } catch (err) {
       throw err instanceof RingClosed ? new EOFError('the other end is closed') : err;
     }

@@ -389,11 +389,11 @@ export class Ring {
   }
 
   /** Takes a frame now if the mutex is free and one is ready; null to take the slow path. */
-  tryGet(): Frame | null {
+  tryGet(into?: Destination): Frame | null {
     if (!this.readyHint() || !this.lock.tryAcquire()) return null;
     const pos = this.claim();
     this.lock.release();
-    return pos < 0 ? null : this.take(pos);
+    return pos < 0 ? null : this.take(pos, into);
   }
 
   /** True when a frame of `length` payload bytes must go out of line. */
