@@ -2,23 +2,17 @@ import * as path from 'path';
 import { inspect } from 'util';
 
 import * as mp from '../dist';
-import { eventually, FIXTURES, isAlive, runFixture } from './helpers';
+import { eventually, FIXTURES, isAlive, poolsEndedAfterEach, runFixture } from './helpers';
 
 const JOBS = path.join(FIXTURES, 'jobs.js');
 
 /** Every pool a test makes is terminated and joined after it, whatever the test did. */
-const pools: mp.Pool[] = [];
+const pools = poolsEndedAfterEach();
 function pool(options?: mp.PoolOptions<any>): mp.Pool {
   const p = new mp.Pool(options);
   pools.push(p);
   return p;
 }
-afterEach(async () => {
-  for (const p of pools.splice(0)) {
-    p.terminate();
-    await p.join();
-  }
-});
 
 describe('Pool: the calls', () => {
   test("the tutorial's map, apply and applyAsync", async () => {

@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import * as mp from '../dist';
+import { poolsEndedAfterEach } from './helpers';
 import { signJob } from '../dist/backends/bullmq-wire';
 import {
   cleanUp, counts, describeWithRedis, eventsSince, JOBS, lastEventId, Redis, redisClient, runWorkerToEnd, startWorker, tempDir, WorkerProcess,
@@ -15,19 +16,13 @@ jest.setTimeout(60_000);
 const jobs = mp.tasks<typeof import('./fixtures/bullmq-jobs.js')>(JOBS);
 const FAST = ['--lock-duration', '2000', '--stalled-interval', '500'];
 
-const pools: mp.Pool[] = [];
+const pools = poolsEndedAfterEach();
 function remote(redis: Redis | string, queue: string, options: Partial<mp.BullMQBackendOptions> = {}, poolOptions: mp.PoolOptions<any> = {}): mp.Pool {
   const url = typeof redis === 'string' ? redis : redis.url;
   const p = new mp.Pool({ processes: 4, ...poolOptions, backend: mp.backends.bullmq({ connection: url, queue, stalledInterval: 500, ...options }) });
   pools.push(p);
   return p;
 }
-afterEach(async () => {
-  for (const p of pools.splice(0)) {
-    p.terminate();
-    await p.join();
-  }
-});
 
 describeWithRedis('Pool on BullMQ: the calls', () => {
   let redis: Redis;

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import * as mp from '../dist';
-import { childrenOf, eventually, isAlive } from './helpers';
+import { childrenOf, eventually, isAlive, poolsEndedAfterEach } from './helpers';
 import {
   cleanUp, counts, describeWithRedis, JOBS, Redis, redisCliSync, redisClient, startWorker, tempDir, WorkerProcess,
 } from './fixtures/bullmq-harness';
@@ -34,18 +34,12 @@ function within<T>(ms: number, promises: Array<Promise<T>>): Promise<T[] | 'time
   ]).finally(() => clearTimeout(timer));
 }
 
-const pools: mp.Pool[] = [];
+const pools = poolsEndedAfterEach();
 function remote(redis: Redis, queue: string, options: Partial<mp.BullMQBackendOptions> = {}, poolOptions: mp.PoolOptions<any> = {}): mp.Pool {
   const p = new mp.Pool({ processes: 2, ...poolOptions, backend: mp.backends.bullmq({ connection: redis.url, queue, stalledInterval: 500, ...options }) });
   pools.push(p);
   return p;
 }
-afterEach(async () => {
-  for (const p of pools.splice(0)) {
-    p.terminate();
-    await p.join();
-  }
-});
 
 /** The pool children of a worker CLI (its name tracker is not one). */
 const poolChildren = (w: WorkerProcess): number[] => childrenOf(w.pid).filter((c) => c.comm !== 'nmp-tracker').map((c) => c.pid);

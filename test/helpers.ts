@@ -4,6 +4,18 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 export const ROOT = path.resolve(__dirname, '..');
+
+/** A list for the pools a test file makes: each is terminated and joined after every test. */
+export function poolsEndedAfterEach(): Array<{ terminate(): void; join(): Promise<void> }> {
+  const pools: Array<{ terminate(): void; join(): Promise<void> }> = [];
+  afterEach(async () => {
+    for (const p of pools.splice(0)) {
+      p.terminate();
+      await p.join();
+    }
+  });
+  return pools;
+}
 export const FIXTURES = path.join(__dirname, 'fixtures');
 
 /**
