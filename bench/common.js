@@ -156,7 +156,22 @@ async function mapByRuns(emit, run, chunk1 = true) {
   });
 }
 
+/** W2 for the Node pools: a fresh pool of 2 (`newPool()`) until its first `run()` answers. */
+async function poolStartups(emit, newPool) {
+  const ts = [];
+  for (let i = 0; i < SIZES.W2; i++) {
+    const t0 = now();
+    const pool = newPool();
+    const r = await pool.run('identity', 1);
+    ts.push(now() - t0);
+    if (r !== 1) throw new Error('W2: wrong result');
+    await pool.close();
+  }
+  emit('W2.pool_startup.first', ts[0], 'ms', 1);
+  emit('W2.pool_startup', median(ts), 'ms', SIZES.W2);
+}
+
 module.exports = {
   SIZES, emitter, now, sleep, mean, median, pct, selected, memoryOf, probe, foreignLoad, cpuJob, cpuSpeedup, roundTrips,
-  mapByRuns,
+  mapByRuns, poolStartups,
 };

@@ -11,7 +11,7 @@
 'use strict';
 const { fork } = require('child_process');
 const path = require('path');
-const { SIZES: N, emitter, now, median, pct, sleep, selected, memoryOf, cpuSpeedup, roundTrips, mapByRuns } = require('../common');
+const { SIZES: N, emitter, now, median, pct, sleep, selected, memoryOf, cpuSpeedup, roundTrips, mapByRuns, poolStartups } = require('../common');
 
 const CHILD = path.join(__dirname, 'fork_child.js');
 const emitFor = { json: emitter('fork-json'), advanced: emitter('fork-advanced') };
@@ -85,17 +85,7 @@ async function w1() {
 }
 
 async function w2() {
-  const ts = [];
-  for (let i = 0; i < N.W2; i++) {
-    const t0 = now();
-    const pool = new ForkPool(2);
-    const r = await pool.run('identity', 1);
-    ts.push(now() - t0);
-    if (r !== 1) throw new Error('W2: wrong result');
-    await pool.close();
-  }
-  emit('W2.pool_startup.first', ts[0], 'ms', 1);
-  emit('W2.pool_startup', median(ts), 'ms', N.W2);
+  await poolStartups(emit, () => new ForkPool(2));
 }
 
 async function w9(pool) {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
-const { SIZES: N, emitter, now, median, sleep, selected, memoryOf, cpuSpeedup, roundTrips, mapByRuns } = require('../common');
+const { SIZES: N, emitter, now, median, sleep, selected, memoryOf, cpuSpeedup, roundTrips, mapByRuns, poolStartups } = require('../common');
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const TASKS = path.join(here, 'tasks.js');
@@ -59,17 +59,7 @@ async function w9(newPool) {
 }
 
 async function w2(newPool) {
-  const ts = [];
-  for (let i = 0; i < N.W2; i++) {
-    const t0 = now();
-    const pool = newPool();
-    const r = await pool.run('identity', 1);
-    ts.push(now() - t0);
-    if (r !== 1) throw new Error('W2: wrong result');
-    await pool.close();
-  }
-  emit('W2.pool_startup.first', ts[0], 'ms', 1);
-  emit('W2.pool_startup', median(ts), 'ms', N.W2);
+  await poolStartups(emit, newPool);
 }
 
 async function w4(pool) {
