@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
-const { SIZES: N, emitter, now, median, sleep, selected, memoryOf, cpuSpeedup, roundTrips, mapByRuns, poolStartups } = require('../common');
+const { SIZES: N, emitter, now, sleep, selected, memoryOf, cpuSpeedup, roundTrips, mapByRuns, poolStartups } = require('../common');
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const TASKS = path.join(here, 'tasks.js');
