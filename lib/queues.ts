@@ -123,8 +123,9 @@ class Sender {
     try {
       if (signal?.aborted) throw abortError(signal);
       prepared = this.prepare(item, what);
-      // Nothing in line and room now: done before this call returns.
-      if (this.waiting === 0 && (this.ring.tryPut(prepared, this.countTask) || runSync(this.ring.putPlan(prepared, 0, this.countTask)))) {
+      // Nothing in line, the mutex free and room now: done before this call returns. Anything else
+      // waits on the event loop (a sync try would block it while another process holds the mutex).
+      if (this.waiting === 0 && this.ring.tryPut(prepared, this.countTask)) {
         return Promise.resolve();
       }
     } catch (err) {

@@ -76,8 +76,10 @@ const LOCK_SPINS = 20000;
 const PUT_SLICE_MS = 5;
 /** How often a sleeper looks at whether a Pipe's writer is still alive. */
 const WRITER_CHECK_MS = 100;
-/** How often a sleeper looks at whether the owner of a frame in flight is still alive. */
+/** How often a sleeper looks at whether the owner of a frame in flight is still alive... */
 const OWNER_CHECK_MS = 100;
+/** ...and, with none in flight when it went to sleep, whether one was claimed and left since. */
+const IDLE_CHECK_MS = 1000;
 
 export const enum Kind {
   Serialized = 0,
@@ -195,9 +197,14 @@ export class Ring {
    * the sleep returns at once.
    */
   private sleepingOn(slept: number, seen: number): void {
+    const word = slept === SLEPT_GET ? NOT_EMPTY : NOT_FULL;
     for (;;) {
       const cur = Atomics.load(this.w, slept);
-      if (((seen - cur) | 0) <= 0 || Atomics.compareExchange(this.w, slept, cur, seen) === cur) return;
+      // Newest judged against the live word, not by sign: after 2**31 bumps with nobody asleep,
+      // an old record must still count as older.
+      const now = Atomics.load(this.w, word);
+      if (((now - seen) >>> 0) > ((now - cur) >>> 0)) return;
+      if (cur === seen || Atomics.compareExchange(this.w, slept, cur, seen) === cur) return;
     }
   }
 
@@ -288,7 +295,9 @@ export class Ring {
       this.writePayload(pos, frame);
       Atomics.store(this.fw, state, (word & ~STATE_MASK) | READY);
     }
-    this.bump(NOT_EMPTY, SLEPT_GET, 1);
+    // Everyone asleep on that value: a bump after it matches nothing, so a sleeper left out here
+    // would sleep beside a ready frame (with two consumers asleep, the second put woke nobody).
+    this.bump(NOT_EMPTY, SLEPT_GET, 0x7fffffff);
     return true;
   }
 
@@ -311,11 +320,12 @@ export class Ring {
       if ((word & STATE_MASK) === WRITING) {
         if (!ownerGone(fw[i + F_PID], fw[i + F_START])) return BUSY;
         // Its producer died mid-copy: the message was never sent.
-        Atomics.store(fw, i + F_STATE, (word & ~STATE_MASK) | DONE);
-        w[COUNT]--;
+        this.skipFrame(at, i, word, next);
+        continue;
+      }
+      if ((word & STATE_MASK) === DONE) {
+        // Skipped by a holder that died before it moved CLAIM on (COUNT was recounted).
         Atomics.store(w, CLAIM, next);
-        if (word & COUNTED) this.taskDone();
-        this.advanceHead();
         continue;
       }
       // READY; or READING, left by a consumer that died holding the mutex: ours now either way.
@@ -328,6 +338,22 @@ export class Ring {
       if (Atomics.load(w, SLEEP_GET) > 0 && this.readyHint()) this.wakeWord(NOT_EMPTY, 1);
       return at & this.mask;
     }
+  }
+
+  /** With the mutex held: drops the frame at CLAIM, whose producer died mid-copy. */
+  private skipFrame(at: number, i: number, word: number, next: number): void {
+    const w = this.w;
+    Atomics.store(this.fw, i + F_STATE, (word & ~STATE_MASK) | DONE);
+    w[COUNT]--;
+    Atomics.store(w, CLAIM, next);
+    // The put it matched never happened: give back its count, never below zero (a taskDone() too
+    // many must not throw here, with the mutex held).
+    if (word & COUNTED) {
+      const n = Atomics.sub(w, UNFINISHED, 1);
+      if (n <= 0) Atomics.add(w, UNFINISHED, 1);
+      else if (n === 1) this.wakeWord(UNFINISHED, 0x7fffffff);
+    }
+    this.advanceHead();
   }
 
   /** A claimed frame whose consumer died before finishing it, made this process's; or EMPTY. */
@@ -391,8 +417,12 @@ export class Ring {
   /** Takes a frame now if the mutex is free and one is ready; null to take the slow path. */
   tryGet(into?: Destination): Frame | null {
     if (!this.readyHint() || !this.lock.tryAcquire()) return null;
-    const pos = this.claim();
-    this.lock.release();
+    let pos: number;
+    try {
+      pos = this.claim();
+    } finally {
+      this.lock.release();
+    }
     return pos < 0 ? null : this.take(pos, into);
   }
 
@@ -488,7 +518,13 @@ export class Ring {
       yield* this.locked();
       // Read before looking: a publish after the look bumps it, so the sleep below returns at once.
       const seen = Atomics.load(w, NOT_EMPTY);
-      const pos = this.claim();
+      let pos: number;
+      try {
+        pos = this.claim();
+      } catch (err) {
+        this.lock.release();
+        throw err;
+      }
       if (pos >= 0) {
         this.lock.release();
         return this.take(pos, into);
@@ -506,7 +542,8 @@ export class Ring {
       }
       Atomics.add(w, SLEEP_GET, 1);
       this.sleepingOn(SLEPT_GET, seen);
-      const cap = pos === BUSY || inFlight ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : Infinity;
+      // Even with nothing in flight now: a consumer may claim a frame and die while we sleep.
+      const cap = pos === BUSY || inFlight ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : IDLE_CHECK_MS;
       const left = remaining(deadline, cap);
       if (left === 0) {
         Atomics.sub(w, SLEEP_GET, 1);
@@ -532,7 +569,7 @@ export class Ring {
       const seen = Atomics.load(w, NOT_EMPTY);
       if (this.readyHint()) return true;
       const busy = Atomics.load(w, CLAIM) !== Atomics.load(w, RESERVE);
-      const left = remaining(deadline, busy ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : Infinity);
+      const left = remaining(deadline, busy ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : IDLE_CHECK_MS);
       if (left === 0) return false;
       Atomics.add(w, SLEEP_GET, 1);
       this.sleepingOn(SLEPT_GET, seen);
@@ -559,11 +596,7 @@ export class Ring {
         const i = (at & this.mask) >>> 2;
         const word = Atomics.load(fw, i + F_STATE);
         if ((word & STATE_MASK) !== WRITING || !ownerGone(fw[i + F_PID], fw[i + F_START])) return;
-        Atomics.store(fw, i + F_STATE, (word & ~STATE_MASK) | DONE);
-        w[COUNT]--;
-        Atomics.store(w, CLAIM, (at + frameSize(fw[i + F_LENGTH])) | 0);
-        if (word & COUNTED) this.taskDone();
-        this.advanceHead();
+        this.skipFrame(at, i, word, (at + frameSize(fw[i + F_LENGTH])) | 0);
       }
     } finally {
       this.lock.release();
@@ -574,8 +607,9 @@ export class Ring {
   framesInFlight(): { state: 'writing' | 'ready' | 'reading' | 'done'; pid: number; length: number }[] {
     const names = ['', 'writing', 'ready', 'reading', 'done'] as const;
     const out = [];
+    const start = Atomics.load(this.w, HEAD);
     const end = Atomics.load(this.w, RESERVE);
-    for (let at = Atomics.load(this.w, HEAD); at !== end;) {
+    for (let at = start; at !== end && out.length < this.capacity / FRAME_HEAD;) {
       const i = (at & this.mask) >>> 2;
       const length = this.fw[i + F_LENGTH];
       out.push({ state: names[Atomics.load(this.fw, i + F_STATE) & STATE_MASK] as 'writing', pid: this.fw[i + F_PID], length });

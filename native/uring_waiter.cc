@@ -99,6 +99,7 @@ std::unique_ptr<UringWaiter> UringWaiter::Create() {
   w->cq_tail_ = At<unsigned>(w->cq_ring_, p.cq_off.tail);
   w->cq_mask_ = At<unsigned>(w->cq_ring_, p.cq_off.ring_mask);
   w->cqes_ = At<io_uring_cqe>(w->cq_ring_, p.cq_off.cqes);
+  w->pending_tail_ = *w->sq_tail_;
   return w;
 }
 
@@ -109,22 +110,28 @@ UringWaiter::~UringWaiter() {
   if (fd_ >= 0) close(fd_);  // the kernel cancels what is still pending
 }
 
+// Entries are filled at `pending_tail_` and published by Submit(), all of them at once.
 io_uring_sqe* UringWaiter::NextSqe() {
-  unsigned tail = *sq_tail_;
-  unsigned index = tail & *sq_mask_;
+  unsigned index = pending_tail_ & *sq_mask_;
   io_uring_sqe* sqe = &sqes_[index];
   memset(sqe, 0, sizeof(*sqe));
   sq_array_[index] = index;
-  __atomic_store_n(sq_tail_, tail + 1, __ATOMIC_RELEASE);
+  pending_tail_++;
   return sqe;
 }
 
 void UringWaiter::Submit(unsigned count) {
+  __atomic_store_n(sq_tail_, pending_tail_, __ATOMIC_RELEASE);
   while (count > 0) {
     int rc = Enter(fd_, count, 0, 0);
     if (rc < 0) {
       if (errno == EINTR) continue;
-      throw SysFail{"io_uring_enter", errno, {}};
+      // Take back what the kernel did not consume: a later Submit must not send stale entries
+      // (a LINK_TIMEOUT among them would point at a timespec long gone).
+      int err = errno;
+      pending_tail_ = __atomic_load_n(sq_head_, __ATOMIC_ACQUIRE);
+      __atomic_store_n(sq_tail_, pending_tail_, __ATOMIC_RELEASE);
+      throw SysFail{"io_uring_enter", err, {}};
     }
     count -= static_cast<unsigned>(rc);
   }

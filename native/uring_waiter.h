@@ -61,6 +61,7 @@ class UringWaiter {
   unsigned* cq_tail_ = nullptr;
   unsigned* cq_mask_ = nullptr;
   ::io_uring_cqe* cqes_ = nullptr;
+  unsigned pending_tail_ = 0;  // the next entry's slot; published up to here by Submit()
   uint64_t next_id_ = 1;
 };
 

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import { inspect } from 'util';
 
 import * as mp from '../dist';
-import { ROOT } from './helpers';
+import { eventually, ROOT } from './helpers';
 
 function threads(): number {
   return Number(/Threads:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]);
@@ -482,6 +482,53 @@ describe('Queue', () => {
     expect(q.getSync({ timeout: 1000 })).toEqual(Buffer.from('kept'));
     q.close();
   });
+
+  test('two consumers asleep: each of two puts, made apart, wakes one of them', async () => {
+    const q = new mp.Queue<number>();
+    const got = new mp.RawArray('i', 2);
+    const consumers = [0, 1].map((k) => new mp.Process({
+      target: (q: any, got: any, k: number) => {
+        got[k] = q.getSync({ timeout: 20000 });
+      },
+      args: [q, got, k],
+    }));
+    consumers.forEach((c) => c.start());
+    const ring = (q as unknown as { ring: { w: Int32Array } }).ring;
+    await eventually(() => Atomics.load(ring.w, 5) === 2, 20000);  // both asleep (SLEEP_GET)
+    await q.put(1);
+    await eventually(() => got[0] + got[1] === 1, 20000);
+    await q.put(2);  // the other consumer, still asleep, must get it
+    await Promise.all(consumers.map((c) => c.join(20000)));
+    expect(consumers.map((c) => c.exitCode)).toEqual([0, 0]);
+    expect([got[0], got[1]].sort()).toEqual([1, 2]);
+    q.close();
+  }, 60000);
+
+  test("an async put does not block the event loop while another process holds the queue's mutex", async () => {
+    const q = new mp.Queue<string>();
+    const loopRan = new mp.Event();
+    const held = new mp.Event();
+    const saw = new mp.Value('i', -1);
+    const holder = new mp.Process({
+      target: (q: any, held: any, loopRan: any, saw: any) => {
+        q.ring.lock.acquireSync();
+        held.set();
+        // Released once the parent's event loop has run while its put was pending, or after 5 s.
+        saw.value = loopRan.waitSync(5000) ? 1 : 0;
+        q.ring.lock.release();
+      },
+      args: [q, held, loopRan, saw],
+    });
+    holder.start();
+    expect(await held.wait(20000)).toBe(true);
+    const put = q.put('x');
+    setImmediate(() => loopRan.set());
+    await put;
+    await holder.join(20000);
+    expect(saw.value).toBe(1);
+    expect(await q.get({ timeout: 1000 })).toBe('x');
+    q.close();
+  }, 60000);
 
   test('a thousand pending gets cost no thread each, leave fs alone, and each gets one item', async () => {
     const q = new mp.Queue<number>();

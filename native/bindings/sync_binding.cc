@@ -2,6 +2,7 @@
 // the shared words); JS calls down here only to sleep or to wake sleepers.
 #include <uv.h>
 
+#include <cmath>
 #include <cstdlib>
 
 #include "../addon.h"
@@ -17,7 +18,8 @@ int64_t TimeoutMsArg(const Napi::CallbackInfo& info, size_t i) {
   double ms = info[i].As<Napi::Number>().DoubleValue();
   if (!(ms >= 0)) return 0;
   if (ms > 9.2e12) return -1;  // ~292 years: for ever
-  return static_cast<int64_t>(ms);
+  // Rounded up: the last fraction of a deadline must not become a 0 ms wait, spun in a loop.
+  return static_cast<int64_t>(std::ceil(ms));
 }
 
 Napi::Value FutexWait(const Napi::CallbackInfo& info) {
@@ -52,7 +54,11 @@ void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done) {
   Napi::Function dispatcher = addon->wait_callback.Value();
   for (const Waiter::Completion& c : done) {
     if (addon->live_waits.erase(c.id) == 0) continue;  // cancelled meanwhile
-    dispatcher.Call({Napi::Number::New(env, static_cast<double>(c.id)), Napi::Number::New(env, c.result)});
+    // One failing call must not lose the completions after it (their promises would hang).
+    try {
+      dispatcher.Call({Napi::Number::New(env, static_cast<double>(c.id)), Napi::Number::New(env, c.result)});
+    } catch (const Napi::Error&) {
+    }
   }
   addon->UpdateWaitRef(env);
 }
