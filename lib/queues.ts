@@ -563,7 +563,8 @@ export class Connection<T = unknown> {
 
 function destination(buffer: unknown, offset: unknown, caller = 'recvBytesInto()'): Destination {
   if (!ArrayBuffer.isView(buffer)) throw new TypeError(`${caller}: expected a Buffer, a typed array or a DataView, got ${describe(buffer)}`);
-  const target = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  // A Buffer or Uint8Array is its own target: no view allocated per read.
+  const target = buffer instanceof Uint8Array ? buffer : new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
   if (typeof offset !== 'number' || !Number.isInteger(offset)) throw new TypeError(`${caller}: offset must be an integer, got ${describe(offset)}`);
   if (offset < 0 || offset > target.length) throw new RangeError(`${caller}: offset ${offset} is outside the buffer (${target.length} bytes)`);
   return { target, offset };

@@ -33,7 +33,6 @@ import { deadlineAfter, remaining, wake, WaitPlan, WaitResult } from './wait';
 const NOT_EMPTY = 2;   // bumped by every publish: consumers sleep on it
 const NOT_FULL = 3;    // bumped when a get leaves the ring half empty: producers sleep on it
 const CLOSED = 4;
-const SLEEP_GET = 5;   // consumers asleep (so a consumer knows whether to pass a wake-up on)
 const UNFINISHED = 7;  // JoinableQueue: puts not yet matched by taskDone()
 const MAXSIZE = 8;
 const WRITER = 10;     // Pipe: the process holding the sending end
@@ -304,21 +303,22 @@ export class Ring {
   // Consumers.
 
   /**
-   * With the mutex held: claims the oldest frame and returns its position, skipping frames whose
-   * producer died mid-copy; or EMPTY, or BUSY while a live producer is still writing it. On an
-   * empty ring, takes over a frame whose consumer died mid-copy, if there is one.
+   * With the mutex held: claims the oldest frame and returns its position; or EMPTY, or BUSY while
+   * its producer is still writing it. With `checkOwners`, skips frames whose producer died
+   * mid-copy and, on an empty ring, takes over a frame whose consumer died mid-copy. Looking at an
+   * owner costs a kill() and two /proc reads, so callers ask only once a wait has run out.
    */
-  private claim(): number {
+  private claim(checkOwners: boolean): number {
     const w = this.w;
     const fw = this.fw;
     for (;;) {
       const at = w[CLAIM];
-      if (at === w[RESERVE]) return this.takeOverFromDeadReader();
+      if (at === w[RESERVE]) return checkOwners ? this.takeOverFromDeadReader() : EMPTY;
       const i = (at & this.mask) >>> 2;
       const word = Atomics.load(fw, i + F_STATE);
       const next = (at + frameSize(fw[i + F_LENGTH])) | 0;
       if ((word & STATE_MASK) === WRITING) {
-        if (!ownerGone(fw[i + F_PID], fw[i + F_START])) return BUSY;
+        if (!checkOwners || !ownerGone(fw[i + F_PID], fw[i + F_START])) return BUSY;
         // Its producer died mid-copy: the message was never sent.
         this.skipFrame(at, i, word, next);
         continue;
@@ -334,8 +334,6 @@ export class Ring {
       Atomics.store(fw, i + F_STATE, (word & ~STATE_MASK) | READING);
       w[COUNT]--;
       Atomics.store(w, CLAIM, next);
-      // Another consumer asleep and another frame ready: pass the wake-up on.
-      if (Atomics.load(w, SLEEP_GET) > 0 && this.readyHint()) this.wakeWord(NOT_EMPTY, 1);
       return at & this.mask;
     }
   }
@@ -419,7 +417,7 @@ export class Ring {
     if (!this.readyHint() || !this.lock.tryAcquire()) return null;
     let pos: number;
     try {
-      pos = this.claim();
+      pos = this.claim(false);
     } finally {
       this.lock.release();
     }
@@ -512,6 +510,8 @@ export class Ring {
     // Whether to look at the writer's process now: after a sleep slice ran out, not before every
     // sleep (a kill() and a /proc read per recv); at once only for a call that must answer now.
     let checkWriter = watchWriter && timeout === 0;
+    // Likewise for the owners of frames in flight (claim()).
+    let checkOwners = timeout === 0;
     for (;;) {
       // Spin a little without the mutex: a busy producer refills before we would have slept.
       for (let n = 0; n < SPINS && !this.readyHint() && w[CLOSED] === 0; n++);
@@ -520,7 +520,7 @@ export class Ring {
       const seen = Atomics.load(w, NOT_EMPTY);
       let pos: number;
       try {
-        pos = this.claim();
+        pos = this.claim(checkOwners);
       } catch (err) {
         this.lock.release();
         throw err;
@@ -540,21 +540,21 @@ export class Ring {
         this.spinWhileBusy();
         if (this.readyHint()) continue;
       }
-      Atomics.add(w, SLEEP_GET, 1);
       this.sleepingOn(SLEPT_GET, seen);
       // Even with nothing in flight now: a consumer may claim a frame and die while we sleep.
       const cap = pos === BUSY || inFlight ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : IDLE_CHECK_MS;
       const left = remaining(deadline, cap);
       if (left === 0) {
-        Atomics.sub(w, SLEEP_GET, 1);
+        // Out of time: one last look, at the owners too, before saying empty.
+        if ((pos === BUSY || inFlight) && !checkOwners) {
+          checkOwners = true;
+          continue;
+        }
         return undefined;
       }
-      try {
-        const result = yield this.at(NOT_EMPTY, seen, left);
-        checkWriter = watchWriter && result === WaitResult.TimedOut;
-      } finally {
-        Atomics.sub(w, SLEEP_GET, 1);
-      }
+      const result = yield this.at(NOT_EMPTY, seen, left);
+      checkWriter = watchWriter && result === WaitResult.TimedOut;
+      checkOwners = result === WaitResult.TimedOut;
     }
   }
 
@@ -571,16 +571,11 @@ export class Ring {
       const busy = Atomics.load(w, CLAIM) !== Atomics.load(w, RESERVE);
       const left = remaining(deadline, busy ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : IDLE_CHECK_MS);
       if (left === 0) return false;
-      Atomics.add(w, SLEEP_GET, 1);
       this.sleepingOn(SLEPT_GET, seen);
-      try {
-        const result = yield this.at(NOT_EMPTY, seen, left);
-        checkWriter = watchWriter && result === WaitResult.TimedOut;
-        // A frame stuck in WRITING: its producer may have died; a claim skips it if so.
-        if (busy && result === WaitResult.TimedOut) yield* this.skipDeadWriters();
-      } finally {
-        Atomics.sub(w, SLEEP_GET, 1);
-      }
+      const result = yield this.at(NOT_EMPTY, seen, left);
+      checkWriter = watchWriter && result === WaitResult.TimedOut;
+      // A frame stuck in WRITING: its producer may have died; a claim skips it if so.
+      if (busy && result === WaitResult.TimedOut) yield* this.skipDeadWriters();
     }
   }
 

@@ -2,6 +2,7 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 
 import * as mp from '../dist';
+import { eventually } from './helpers';
 
 describe('Lock and RLock in one process', () => {
   test('acquire/release, non-blocking and timed acquires, too many releases', async () => {
@@ -25,8 +26,13 @@ describe('Lock and RLock in one process', () => {
     let ticks = 0;
     const ticker = setInterval(() => ticks++, 1);
     const waiting = lock.acquire();
-    await new Promise((r) => setTimeout(r, 30));
+    let granted = false;
+    void waiting.then(() => (granted = true));
+    // The loop runs on while the acquire waits: bounded by ticks, not by a fixed time, so that a
+    // loaded machine's slow timers do not fail it.
+    await eventually(() => ticks > 3, 20000);
     expect(ticks).toBeGreaterThan(3);
+    expect(granted).toBe(false);
     lock.release();
     expect(await waiting).toBe(true);
     clearInterval(ticker);

@@ -45,7 +45,7 @@ test('a warm child runs the target with shared objects, env and cpus, and is a r
   expect([...flags]).toEqual([1, 1, 1, p.pid]);
   // A replacement comes up once the child has exited.
   await mp.sparesReady();
-  expect(await eventually(() => childrenOf(process.pid).some((c) => c.comm !== 'nmp-tracker' && c.pid !== p.pid))).toBe(true);
+  expect(await eventually(() => childrenOf(process.pid).some((c) => c.comm !== 'nmp-tracker' && c.pid !== p.pid), 20000)).toBe(true);
   v.close();
   flags.close();
 });

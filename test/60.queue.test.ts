@@ -493,8 +493,9 @@ describe('Queue', () => {
       args: [q, got, k],
     }));
     consumers.forEach((c) => c.start());
-    const ring = (q as unknown as { ring: { w: Int32Array } }).ring;
-    await eventually(() => Atomics.load(ring.w, 5) === 2, 20000);  // both asleep (SLEEP_GET)
+    // Both asleep in the kernel, in their get's futex wait.
+    const asleep = (pid: number): boolean => /futex/.test(fs.readFileSync(`/proc/${pid}/wchan`, 'utf8'));
+    await eventually(() => consumers.every((c) => asleep(c.pid!)), 20000);
     await q.put(1);
     await eventually(() => got[0] + got[1] === 1, 20000);
     await q.put(2);  // the other consumer, still asleep, must get it
