@@ -2,7 +2,7 @@
 // node-multiprocessing's runner: prints one JSON line per figure, {"system","workload","value",
 // "unit","n"}, with the workload keys that the peers' runners (bench/peers/) print for theirs,
 // and the sizes of bench/sizes.json. A few keys are ours alone (W1.start_join_warm.*,
-// W6.lock.async_wakeup.*, W7.sum.private_loop.*, W5.queue.small_ints_async.*).
+// W6.lock.async_wakeup*.*, W7.sum.private_loop.*, W5.queue.small_ints_async.*).
 //
 //   node bench/nmp_runner.js [W1,W2,W3,W4,W5,W6,W7,W8,W9]
 'use strict';
@@ -189,41 +189,50 @@ async function w6() {
   // Async wake-up: this process releases; the Promise of an acquire pending in another
   // process resolves. Latency = resolve time - release time (CLOCK_MONOTONIC, both sides).
   // Round i: once the child has finished round i-1 (state[3]), this process takes the lock and
-  // says so (state[2]); the child then starts an
-  // acquire, says it waits (state[1]); we let its wait reach the kernel, stamp, and release.
-  const wakeLock = new mp.Lock();
-  const state = new mp.RawArray('q', 4);  // [0] release stamp, [1] child waits in round, [2] parent holds for round, [3] rounds done
-  const lat = new mp.RawArray('d', N.WAKE);
-  const child = new mp.Process({
-    target: async (lock, state, lat, n) => {
-      const pause = new Int32Array(new SharedArrayBuffer(4));
-      for (let i = 0; i < n; i++) {
-        while (Atomics.load(state, 2) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
-        const acquired = lock.acquire();
-        Atomics.store(state, 1, BigInt(i + 1));
-        await acquired;
-        lat[i] = Number(process.hrtime.bigint() - state[0]) / 1e3;
-        lock.release();
-        Atomics.store(state, 3, BigInt(i + 1));
-      }
-    },
-    args: [wakeLock, state, lat, N.WAKE],
-  });
-  child.start();
-  const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let i = 0; i < N.WAKE; i++) {
-    while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
-    wakeLock.acquireSync();
-    Atomics.store(state, 2, BigInt(i + 1));
-    while (Atomics.load(state, 1) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
-    Atomics.wait(pause, 0, 0, 1);  // let the child's wait reach the kernel
-    Atomics.store(state, 0, process.hrtime.bigint());
-    wakeLock.release();
-  }
-  await child.join();
-  const xs = [...lat];
+  // says so (state[2]); the child then starts an acquire, says it waits (state[1]); we let its
+  // wait reach the kernel (or its poll run), stamp, and release. Measured as shipped (the wait
+  // polls first, lib/wait.ts), and with polling off (it sleeps at once).
+  const wakeUp = async (pollMs) => {
+    const wakeLock = new mp.Lock();
+    const state = new mp.RawArray('q', 4);  // [0] release stamp, [1] child waits in round, [2] parent holds for round, [3] rounds done
+    const lat = new mp.RawArray('d', N.WAKE);
+    const child = new mp.Process({
+      target: async (lock, state, lat, n, pollMs) => {
+        if (pollMs !== undefined) require(process.env.NMP_BENCH_MP).setWaitPolling(pollMs);
+        const pause = new Int32Array(new SharedArrayBuffer(4));
+        for (let i = 0; i < n; i++) {
+          while (Atomics.load(state, 2) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
+          const acquired = lock.acquire();
+          Atomics.store(state, 1, BigInt(i + 1));
+          await acquired;
+          lat[i] = Number(process.hrtime.bigint() - state[0]) / 1e3;
+          lock.release();
+          Atomics.store(state, 3, BigInt(i + 1));
+        }
+      },
+      args: [wakeLock, state, lat, N.WAKE, pollMs],
+      env: { ...process.env, NMP_BENCH_MP: require.resolve('..') },
+    });
+    child.start();
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < N.WAKE; i++) {
+      while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
+      wakeLock.acquireSync();
+      Atomics.store(state, 2, BigInt(i + 1));
+      while (Atomics.load(state, 1) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
+      Atomics.wait(pause, 0, 0, 1);  // a 1 ms nap, as the C floor's waker takes
+      Atomics.store(state, 0, process.hrtime.bigint());
+      wakeLock.release();
+    }
+    await child.join();
+    return [...lat];
+  };
+  let xs = await wakeUp(undefined);
   emit('W6.lock.async_wakeup.median', median(xs), 'us', N.WAKE);
   emit('W6.lock.async_wakeup.p95', pct(xs, 0.95), 'us', N.WAKE);
+  xs = await wakeUp(0);
+  emit('W6.lock.async_wakeup_no_poll.median', median(xs), 'us', N.WAKE);
+  emit('W6.lock.async_wakeup_no_poll.p95', pct(xs, 0.95), 'us', N.WAKE);
   futexFloor();
 }
 

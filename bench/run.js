@@ -148,14 +148,21 @@ const ROWS = [
     better: 'lower', key: 'W6.lock.contended_2proc.total', peers: ['python-fork', { system: 'threads', note: '2 threads' }],
   },
   {
-    figure: 'wake-up: release in another process → the waiter runs, median',
+    figure: 'wake-up after a 1 ms nap: release in another process → the waiter runs, median',
     better: 'lower', key: 'W6.lock.async_wakeup.median',
-    extra: (f) => `async \`acquire()\`; p95 ${f(OURS, 'W6.lock.async_wakeup.p95')}`,
+    extra: (f) => `async \`acquire()\`; with polling off (\`setWaitPolling(0)\`) ${f(OURS, 'W6.lock.async_wakeup_no_poll.median')}`,
     peers: [
       { system: 'python-fork', key: 'W6.lock.wakeup_blocking.median', note: 'blocking `acquire()`' },
       { system: 'threads', note: '`Atomics.waitAsync`, another thread' },
     ],
     also: [{ key: 'W6.futex_floor.median', name: (f) => `one futex wake between two C processes (${f(OURS, 'W6.futex_floor.median')})` }],
+  },
+  {
+    figure: '… the same, p95',
+    better: 'lower', key: 'W6.lock.async_wakeup.p95',
+    extra: (f) => `with polling off ${f(OURS, 'W6.lock.async_wakeup_no_poll.p95')}`,
+    peers: [{ system: 'python-fork', key: 'W6.lock.wakeup_blocking.p95', note: 'blocking `acquire()`' }],
+    also: [{ key: 'W6.futex_floor.p95', name: (f) => `the C floor's p95 (${f(OURS, 'W6.futex_floor.p95')})` }],
   },
   {
     figure: `a child sums a ${count(N.W7)} float64 shared array`,

@@ -14,6 +14,7 @@ export { getAllStartMethods, getStartMethod, setStartMethod, sparesReady } from 
 export type { StartMethod, WarmOptions } from './start-method';
 export type { AnyFunction, ProcessOptions, ResourceUsage } from './process';
 export { cpuCount, currentProcess, parentProcess } from './context';
+export { getWaitPolling, setWaitPolling } from './wait';
 export type { CurrentProcess, ParentProcess } from './context';
 export { task, tasks, Task } from './task';
 export { Connection, JoinableQueue, Pipe, Queue, SimpleQueue } from './queues';

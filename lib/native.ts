@@ -25,6 +25,8 @@ export const enum WaitResult {
   TimedOut = 1,
   NotEqual = 2,
   Fault = 3,
+  /** The word changed while the event loop polled it, before any sleep (async waits only). */
+  Polled = 4,
 }
 
 export interface Binding {
@@ -46,7 +48,8 @@ export interface Binding {
   futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined): WaitResult;
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
   setWaitCallback(dispatch: (id: number, result: WaitResult) => void): void;
-  futexWaitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined): number;
+  /** pollMs > 0: poll the word between event-loop turns that long before sleeping. */
+  futexWaitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined, pollMs?: number): number;
   futexCancel(id: number): void;
   processGone(pid: number): boolean;
   // spawn.h, tracker.h

@@ -32,6 +32,9 @@ class Addon : public Napi::Addon<Addon> {
   Napi::ThreadSafeFunction wait_tsfn;
   Napi::FunctionReference wait_callback;
   std::unordered_set<uint64_t> live_waits;
+  uint64_t next_wait_id = 1;
+  // Async waits that poll their word from the event loop before they sleep (sync_binding.cc).
+  struct WaitPoll* poll = nullptr;  // owned by the event loop's handle, like `uring`
 
   // Child exits (process_binding.cc).
   std::unique_ptr<spawn::ExitWatcher> exit_watcher;
@@ -43,6 +46,9 @@ class Addon : public Napi::Addon<Addon> {
   std::unordered_map<void*, Mapping*> mappings;
 
   void UpdateWaitRef(Napi::Env env);
+  // The mapping [addr, addr + size) is going away: polled waits on it end as kFault, as a kernel
+  // wait on an unmapped word does, instead of reading it.
+  void DropPolledWaits(void* addr, size_t size);
   void UpdateExitRef(Napi::Env env);
 };
 

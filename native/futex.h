@@ -14,10 +14,20 @@ enum WaitResult : int {
   kTimedOut = 1,
   kNotEqual = 2,   // the word no longer held `expected` when we tried to sleep
   kFault = 3,      // the word is no longer mapped
+  kPolled = 4,     // the binding saw the word change while polling it, before any sleep
 };
 
 // Sleeps while *addr == expected, at most timeout_ns (< 0: for ever).
 WaitResult Wait(uint32_t* addr, uint32_t expected, int64_t timeout_ns);
+
+// CPU time this thread has had, ns (0 where the clock is missing).
+uint64_t ThreadCpuNs();
+
+// A poll or spin that got less than half of its wall time on a core shared it with other work:
+// polling there takes the core from whoever would answer. Too short a poll tells nothing.
+inline bool WasContended(uint64_t wall_ns, uint64_t cpu_ns) {
+  return wall_ns > 200000 && cpu_ns < wall_ns / 2;
+}
 
 // Wakes up to `count` waiters; returns how many were woken.
 int Wake(uint32_t* addr, int count);

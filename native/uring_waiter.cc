@@ -137,8 +137,7 @@ void UringWaiter::Submit(unsigned count) {
   }
 }
 
-uint64_t UringWaiter::Add(uint32_t* addr, uint32_t expected, int64_t timeout_ms) {
-  uint64_t id = next_id_++;
+void UringWaiter::Add(uint64_t id, uint32_t* addr, uint32_t expected, int64_t timeout_ms) {
   io_uring_sqe* wait = NextSqe();
   wait->opcode = IORING_OP_FUTEX_WAIT;
   wait->fd = FUTEX2_SIZE_U32;  // shared: the waker is another process
@@ -148,7 +147,7 @@ uint64_t UringWaiter::Add(uint32_t* addr, uint32_t expected, int64_t timeout_ms)
   wait->user_data = (id << kTagBits) | kWaitTag;
   if (timeout_ms < 0) {
     Submit(1);
-    return id;
+    return;
   }
   wait->flags = IOSQE_IO_LINK;
   // The kernel copies the timespec when it takes the entry, inside Submit(): a local will do.
@@ -161,7 +160,6 @@ uint64_t UringWaiter::Add(uint32_t* addr, uint32_t expected, int64_t timeout_ms)
   timeout->len = 1;
   timeout->user_data = (id << kTagBits) | kTimeoutTag;
   Submit(2);
-  return id;
 }
 
 void UringWaiter::Cancel(uint64_t id) {

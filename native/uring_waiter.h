@@ -30,9 +30,9 @@ class UringWaiter {
   // The ring's fd: readable while completions wait to be drained.
   int fd() const { return fd_; }
 
-  // Starts waiting while *addr == expected, for at most timeout_ms (< 0: for ever). Throws
-  // SysFail (io_uring_enter) when the kernel refuses the request.
-  uint64_t Add(uint32_t* addr, uint32_t expected, int64_t timeout_ms);
+  // Starts wait `id` (the caller's, below 2^62) while *addr == expected, for at most timeout_ms
+  // (< 0: for ever). Throws SysFail (io_uring_enter) when the kernel refuses the request.
+  void Add(uint64_t id, uint32_t* addr, uint32_t expected, int64_t timeout_ms);
 
   // Asks the kernel to drop a wait. Its completion may still arrive; callers ignore unknown ids.
   void Cancel(uint64_t id);
@@ -62,7 +62,6 @@ class UringWaiter {
   unsigned* cq_mask_ = nullptr;
   ::io_uring_cqe* cqes_ = nullptr;
   unsigned pending_tail_ = 0;  // the next entry's slot; published up to here by Submit()
-  uint64_t next_id_ = 1;
 };
 
 }  // namespace mp

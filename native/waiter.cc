@@ -72,7 +72,7 @@ Waiter::~Waiter() {
   }
 }
 
-uint64_t Waiter::Add(uint32_t* addr, uint32_t expected, int64_t timeout_ms) {
+void Waiter::Add(uint64_t id, uint32_t* addr, uint32_t expected, int64_t timeout_ms) {
   std::lock_guard<std::mutex> lock(mu_);
   int64_t deadline = timeout_ms < 0 ? -1 : futex::MonotonicNowNs() + timeout_ms * 1000000;
   Shard* target = nullptr;
@@ -87,10 +87,8 @@ uint64_t Waiter::Add(uint32_t* addr, uint32_t expected, int64_t timeout_ms) {
     target = shards_.back().get();
     target->thread = std::thread(&Waiter::Run, this, target);
   }
-  uint64_t id = next_id_++;
   target->waits.push_back(Shard::Wait{id, addr, expected, deadline});
   target->Poke();
-  return id;
 }
 
 void Waiter::Cancel(uint64_t id) {

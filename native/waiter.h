@@ -28,9 +28,10 @@ class Waiter {
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
-  // Starts waiting while *addr == expected, for at most timeout_ms (< 0: for ever).
-  // The word is only ever touched by the kernel, so an unmapped word completes as kFault.
-  uint64_t Add(uint32_t* addr, uint32_t expected, int64_t timeout_ms);
+  // Starts wait `id` (the caller's, unique among its pending waits) while *addr == expected, for
+  // at most timeout_ms (< 0: for ever). The word is only ever touched by the kernel, so an
+  // unmapped word completes as kFault.
+  void Add(uint64_t id, uint32_t* addr, uint32_t expected, int64_t timeout_ms);
 
   // Forgets a wait; no completion is reported for it afterwards.
   void Cancel(uint64_t id);
@@ -46,7 +47,6 @@ class Waiter {
   std::mutex mu_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<Completion> done_;
-  uint64_t next_id_ = 1;
   bool stopping_ = false;
 };
 

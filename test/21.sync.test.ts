@@ -242,12 +242,64 @@ describe('async waits', () => {
     JSON.parse(execFileSync(process.execPath, [fixture], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30000 }));
   const expected = { woken: true, item: 'from the child', timedOut: false, aborted: 'AbortError' };
 
+  // NMP_WAIT_POLL_MS=1000: the wake, the timeout and the abort all land while the waits poll;
+  // 0: they land on waits the kernel holds from the start.
   test.each([
     ['by default', {}, uring ? ['io_uring', 'thread'] : ['thread']],
     ['with NMP_NO_IO_URING=1', { NMP_NO_IO_URING: '1' }, ['thread']],
+    ['while polling', { NMP_WAIT_POLL_MS: '1000' }, uring ? ['io_uring', 'thread'] : ['thread']],
+    ['with polling off', { NMP_WAIT_POLL_MS: '0' }, uring ? ['io_uring', 'thread'] : ['thread']],
+    ['while polling, on the thread backend', { NMP_WAIT_POLL_MS: '1000', NMP_NO_IO_URING: '1' }, ['thread']],
   ])('wake from another process, timeout and abort all work %s', (_, env, backends) => {
     const got = run(env);
     expect(backends).toContain(got.backend);
     expect(got).toEqual({ ...expected, backend: got.backend });
+  });
+});
+
+describe('async waits poll before they sleep', () => {
+  test('polling sees a change no wake announced, hands over to the kernel, lets timers run, ends on close and abort, and backs off', () => {
+    const got = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'wait-polling.js')], {
+      encoding: 'utf8',
+      timeout: 30000,
+    }));
+    const { changedWithoutWake, windowsAfterHit, ...rest } = got;
+    // Polled (4), or Woken (0) where a loaded machine kept the poller off its core; never
+    // TimedOut, which is what a wait that does not poll returns here (changedWithoutWakeNoPoll).
+    expect([0, 4]).toContain(changedWithoutWake);
+    expect(rest).toEqual({
+      changedWithoutWakeNoPoll: 1,  // TimedOut: without polling only a wake ends a wait
+      wokenAfterWindow: 0,          // Woken, by the kernel after the window ran out
+      timedOutWhilePolling: 1,
+      timerRanMeanwhile: true,
+      closedUnderPoll: 3,           // Fault, not a read of unmapped memory
+      abortedWhilePolling: 'AbortError',
+      windowsAfterMisses: [5, 0, 5],  // a window that ran out skips the next one on that word
+    });
+    // After a hit the next wait polls again; after a contended one it does not. One hit in five
+    // tries is uncontended even on a busy machine.
+    for (const windows of windowsAfterHit.slice(0, -1)) expect(windows).toEqual([5, 0]);
+    expect(windowsAfterHit[windowsAfterHit.length - 1]).toEqual([5, 5]);
+  });
+
+  test('a change seen by a poll that shared its core with busy processes counts as a plain wake', () => {
+    // Pinned with two spinning processes to one CPU, the poll gets about a third of its wall time.
+    const got = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'wait-contended.js')], {
+      encoding: 'utf8',
+      timeout: 30000,
+    }));
+    expect(got).toEqual({ result: 0 });  // WaitResult.Woken: the budget counts it as a miss
+  });
+
+  test('setWaitPolling takes milliseconds from 0 to 1000 and returns the previous window', () => {
+    const before = mp.getWaitPolling();
+    expect(before).toBe(2);
+    expect(mp.setWaitPolling(0.5)).toBe(2);
+    expect(mp.setWaitPolling(before)).toBe(0.5);
+    expect(() => mp.setWaitPolling('1' as any)).toThrow(TypeError);
+    expect(() => mp.setWaitPolling(NaN)).toThrow(TypeError);
+    expect(() => mp.setWaitPolling(-1)).toThrow(RangeError);
+    expect(() => mp.setWaitPolling(1001)).toThrow(RangeError);
+    expect(mp.getWaitPolling()).toBe(before);
   });
 });

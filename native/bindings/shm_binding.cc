@@ -12,6 +12,7 @@ namespace {
 void FinalizeMapping(Napi::Env env, void* data, Mapping* mapping) {
   Addon* addon = env.GetInstanceData<Addon>();
   if (mapping->mapped) {
+    if (addon != nullptr) addon->DropPolledWaits(mapping->addr, mapping->size);
     shm::Unmap(mapping->addr, mapping->size);
     if (addon != nullptr) {
       addon->mappings.erase(mapping->addr);
@@ -125,6 +126,7 @@ Napi::Value Unmap(const Napi::CallbackInfo& info) {
   Mapping* mapping = it->second;
   addon->mappings.erase(it);
   if (!ab.IsDetached()) ab.Detach();
+  addon->DropPolledWaits(mapping->addr, mapping->size);
   shm::Unmap(mapping->addr, mapping->size);
   mapping->mapped = false;
   Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -static_cast<int64_t>(mapping->size));

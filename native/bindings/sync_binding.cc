@@ -1,7 +1,9 @@
 // JS boundary of futex.h and waiter.h. The uncontended paths of every lock live in JS (Atomics on
 // the shared words); JS calls down here only to sleep or to wake sleepers.
+#include <time.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -20,6 +22,14 @@ int64_t TimeoutMsArg(const Napi::CallbackInfo& info, size_t i) {
   if (ms > 9.2e12) return -1;  // ~292 years: for ever
   // Rounded up: the last fraction of a deadline must not become a 0 ms wait, spun in a loop.
   return static_cast<int64_t>(std::ceil(ms));
+}
+
+// Poll windows come in ms, fractions included, capped at a second.
+int64_t PollNsArg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || !info[i].IsNumber()) return 0;
+  double ms = info[i].As<Napi::Number>().DoubleValue();
+  if (!(ms > 0)) return 0;
+  return static_cast<int64_t>(std::min(ms, 1000.0) * 1e6);
 }
 
 Napi::Value FutexWait(const Napi::CallbackInfo& info) {
@@ -128,6 +138,118 @@ UringPoll* StartUring(Napi::Env env) {
   return up;
 }
 
+// Starts the kernel's side of wait `id`: an io_uring request, or a waiter thread's.
+void ArmWait(Addon* addon, uint64_t id, uint32_t* word, uint32_t expected, int64_t timeout_ms) {
+  if (addon->uring != nullptr) addon->uring->waiter->Add(id, word, expected, timeout_ms);
+  else addon->waiter->Add(id, word, expected, timeout_ms);
+}
+
+
+
+}  // namespace
+
+// Waits that poll their word between event-loop turns for a short window before they sleep. A
+// wake from another process costs a sleeping core a halt exit and a cold cache, tens of µs on a
+// VM; a loop that is still turning sees the word change within one turn. While any wait polls,
+// the idle handle keeps the loop from blocking (I/O and timers still run); a wait whose window
+// runs out is handed to the kernel exactly as if it had been asked to sleep late, which every
+// futex protocol must already allow.
+struct WaitPoll {
+  struct Entry {
+    uint64_t id;
+    uint32_t* word;
+    uint32_t expected;
+    uint64_t started_ns;     // uv_hrtime() clock
+    uint64_t poll_until_ns;
+    int64_t deadline_ns;     // -1: none
+    uint64_t cpu_ns;         // ThreadCpuNs() when it began
+    bool faulted;            // its mapping went away
+  };
+  uv_idle_t handle;
+  napi_env env;
+  std::unique_ptr<Napi::AsyncContext> context;
+  napi_async_cleanup_hook_handle cleanup = nullptr;
+  std::vector<Entry> entries;
+};
+
+namespace {
+
+void OnPollTurn(uv_idle_t* handle) {
+  auto* wp = static_cast<WaitPoll*>(handle->data);
+  Napi::Env env(wp->env);
+  Addon* addon = env.GetInstanceData<Addon>();
+  if (addon == nullptr) return;
+  uint64_t now = uv_hrtime();
+  std::vector<Waiter::Completion> done;
+  size_t keep = 0;
+  for (size_t i = 0; i < wp->entries.size(); ++i) {
+    const WaitPoll::Entry& e = wp->entries[i];
+    if (e.faulted) {
+      done.push_back({e.id, futex::kFault});
+      continue;
+    }
+    if (__atomic_load_n(e.word, __ATOMIC_ACQUIRE) != e.expected) {
+      // A change seen while other work was preempting this thread is not a win to repeat:
+      // reported as a plain wake, it counts against polling this word next time.
+      bool contended = futex::WasContended(now - e.started_ns, futex::ThreadCpuNs() - e.cpu_ns);
+      done.push_back({e.id, contended ? futex::kWoken : futex::kPolled});
+      continue;
+    }
+    if (e.deadline_ns >= 0 && now >= static_cast<uint64_t>(e.deadline_ns)) {
+      done.push_back({e.id, futex::kTimedOut});
+      continue;
+    }
+    if (now >= e.poll_until_ns) {
+      int64_t left_ms = e.deadline_ns < 0 ? -1 : static_cast<int64_t>(std::ceil((e.deadline_ns - now) / 1e6));
+      try {
+        ArmWait(addon, e.id, e.word, e.expected, left_ms);
+      } catch (const SysFail&) {
+        done.push_back({e.id, futex::kWoken});  // spurious: the caller looks at its word again
+      }
+      continue;
+    }
+    wp->entries[keep++] = e;
+  }
+  wp->entries.resize(keep);
+  if (wp->entries.empty()) uv_idle_stop(&wp->handle);
+  if (done.empty()) return;
+  Napi::HandleScope scope(env);
+  Napi::CallbackScope callback(env, *wp->context);
+  try {
+    DeliverWaits(env, std::move(done));
+  } catch (...) {
+  }
+}
+
+void ClosePoll(napi_async_cleanup_hook_handle hook, void* data) {
+  auto* wp = static_cast<WaitPoll*>(data);
+  Addon* addon = Napi::Env(wp->env).GetInstanceData<Addon>();
+  if (addon != nullptr) addon->poll = nullptr;
+  uv_idle_stop(&wp->handle);
+  uv_close(reinterpret_cast<uv_handle_t*>(&wp->handle), [](uv_handle_t* h) {
+    auto* closed = static_cast<WaitPoll*>(h->data);
+    napi_remove_async_cleanup_hook(closed->cleanup);
+    delete closed;
+  });
+}
+
+WaitPoll* EnsurePoll(Napi::Env env, Addon* addon) {
+  if (addon->poll != nullptr) return addon->poll;
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) return nullptr;
+  auto* wp = new WaitPoll();
+  wp->env = env;
+  wp->handle.data = wp;
+  if (uv_idle_init(loop, &wp->handle) != 0) {
+    delete wp;
+    return nullptr;
+  }
+  wp->context = std::make_unique<Napi::AsyncContext>(env, "node-multiprocessing:wait");
+  napi_add_async_cleanup_hook(env, ClosePoll, wp, &wp->cleanup);
+  addon->poll = wp;
+  return wp;
+}
+
 // Sets the JS function that receives (id, result). It may be set again (a test runner loads our
 // JS afresh per test file, but this addon once per process): the latest one gets the results.
 Napi::Value SetWaitCallback(const Napi::CallbackInfo& info) {
@@ -156,6 +278,8 @@ Napi::Value SetWaitCallback(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// futexWaitAsync(buffer, byteOffset, expected, timeoutMs, pollMs = 0) -> id; the result comes to
+// the wait callback. pollMs > 0 polls the word on the event loop that long before sleeping.
 Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
   RequireArgs(info, 4, "futexWaitAsync");
   Addon* addon = info.Env().GetInstanceData<Addon>();
@@ -163,11 +287,21 @@ Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
   uint32_t* word = WordArg(info, 0);
   uint32_t expected = static_cast<uint32_t>(IntArg(info, 2, "expected"));
   int64_t timeout_ms = TimeoutMsArg(info, 3);
-  uint64_t id;
-  try {
-    id = addon->uring != nullptr ? addon->uring->waiter->Add(word, expected, timeout_ms) : addon->waiter->Add(word, expected, timeout_ms);
-  } catch (const SysFail& f) {
-    ThrowSysFail(info.Env(), f);
+  int64_t poll_ns = PollNsArg(info, 4);
+  uint64_t id = addon->next_wait_id++;
+  WaitPoll* wp = poll_ns > 0 && timeout_ms != 0 ? EnsurePoll(info.Env(), addon) : nullptr;
+  if (wp != nullptr) {
+    uint64_t now = uv_hrtime();
+    uint64_t window = static_cast<uint64_t>(poll_ns);
+    int64_t deadline = timeout_ms < 0 ? -1 : static_cast<int64_t>(now) + timeout_ms * 1000000;
+    wp->entries.push_back({id, word, expected, now, now + window, deadline, futex::ThreadCpuNs(), false});
+    uv_idle_start(&wp->handle, OnPollTurn);
+  } else {
+    try {
+      ArmWait(addon, id, word, expected, timeout_ms);
+    } catch (const SysFail& f) {
+      ThrowSysFail(info.Env(), f);
+    }
   }
   addon->live_waits.insert(id);
   addon->UpdateWaitRef(info.Env());
@@ -179,6 +313,16 @@ Napi::Value FutexCancel(const Napi::CallbackInfo& info) {
   Addon* addon = info.Env().GetInstanceData<Addon>();
   uint64_t id = static_cast<uint64_t>(IntArg(info, 0, "id"));
   if (addon->live_waits.erase(id) != 0) {
+    if (addon->poll != nullptr) {
+      auto& entries = addon->poll->entries;
+      auto it = std::find_if(entries.begin(), entries.end(), [id](const WaitPoll::Entry& e) { return e.id == id; });
+      if (it != entries.end()) {
+        entries.erase(it);
+        if (entries.empty()) uv_idle_stop(&addon->poll->handle);
+        addon->UpdateWaitRef(info.Env());
+        return info.Env().Undefined();
+      }
+    }
     try {
       if (addon->uring != nullptr) addon->uring->waiter->Cancel(id);
       else if (addon->waiter) addon->waiter->Cancel(id);
@@ -216,6 +360,15 @@ void Addon::UpdateWaitRef(Napi::Env env) {
     wait_tsfn.Unref(env);
   } else {
     wait_tsfn.Ref(env);
+  }
+}
+
+void Addon::DropPolledWaits(void* addr, size_t size) {
+  if (poll == nullptr) return;
+  auto* begin = static_cast<char*>(addr);
+  for (WaitPoll::Entry& e : poll->entries) {
+    auto* at = reinterpret_cast<char*>(e.word);
+    if (at >= begin && at < begin + size) e.faulted = true;  // reported on the next turn
   }
 }
 

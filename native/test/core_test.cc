@@ -137,8 +137,9 @@ void TestWaiter() {
   std::atomic<int> notified{0};
   mp::Waiter waiter([&] { notified++; });
   std::vector<uint32_t> words(300, 0);
-  uint64_t timed = waiter.Add(&words[0], 0, 20);
-  uint64_t cancelled = waiter.Add(&words[1], 0, -1);
+  uint64_t timed = 1, cancelled = 2;
+  waiter.Add(timed, &words[0], 0, 20);
+  waiter.Add(cancelled, &words[1], 0, -1);
   waiter.Cancel(cancelled);
   std::vector<mp::Waiter::Completion> got;
   Eventually([&] {
@@ -150,7 +151,10 @@ void TestWaiter() {
 
   // More distinct words than one futex_waitv takes: a second thread serves the rest.
   std::vector<uint64_t> ids;
-  for (size_t i = 2; i < words.size(); ++i) ids.push_back(waiter.Add(&words[i], 0, -1));
+  for (size_t i = 2; i < words.size(); ++i) {
+    ids.push_back(100 + i);
+    waiter.Add(ids.back(), &words[i], 0, -1);
+  }
   usleep(20000);
   for (size_t i = 2; i < words.size(); ++i) {
     __atomic_store_n(&words[i], 1, __ATOMIC_SEQ_CST);
@@ -194,10 +198,12 @@ void TestUringWaiter() {
     return got;
   };
   struct pollfd idle = {waiter->fd(), POLLIN, 0};
-  uint64_t woken = waiter->Add(&words[0], 0, -1);
-  uint64_t timed = waiter->Add(&words[1], 0, 30);
-  cancelled = waiter->Add(&words[2], 0, -1);
-  uint64_t stale = waiter->Add(&words[3], 7, -1);  // the word holds 0, not 7
+  uint64_t woken = 1, timed = 2, stale = 4;
+  cancelled = 3;
+  waiter->Add(woken, &words[0], 0, -1);
+  waiter->Add(timed, &words[1], 0, 30);
+  waiter->Add(cancelled, &words[2], 0, -1);
+  waiter->Add(stale, &words[3], 7, -1);  // the word holds 0, not 7
   std::vector<mp::UringWaiter::Completion> got = drainUntil(1);
   Check(got.size() == 1 && got[0].id == stale && got[0].result == mp::futex::kNotEqual,
         "uring: a wait on a word that no longer holds the value reports kNotEqual at once");
