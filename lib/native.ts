@@ -52,6 +52,11 @@ export interface Binding {
   futexWaitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined, pollMs?: number): number;
   futexCancel(id: number): void;
   processGone(pid: number): boolean;
+  // ring.h: the uncontended put and take of ring.ts; a status below zero means "take the slow path".
+  ringTryPut(segment: ArrayBuffer, bytes: Uint8Array, kind: number, counted: boolean, lockId: number, start: number, pid: number): number;
+  /** On 0, `out` holds [position, length, kind, number]; a number's frame is already finished. */
+  ringTryClaim(segment: ArrayBuffer, lockId: number, start: number, pid: number, out: Float64Array): number;
+  ringTake(segment: ArrayBuffer, position: number, dest: Uint8Array): void;
   // spawn.h, tracker.h
   spawn(options: SpawnOptions): { pid: number; pidfd: number };
   tryReap(pid: number): ReapResult | null;

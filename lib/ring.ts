@@ -25,7 +25,7 @@ import { OwnerDiedError } from './errors';
 import { ownerGone, SELF_START } from './liveness';
 import { native } from './native';
 import { Segment } from './segment';
-import { Lock } from './synchronize';
+import { Lock, LOCK_OWNER_ID } from './synchronize';
 import { forget, trackInTree, treeName } from './tracker';
 import { deadlineAfter, remaining, wake, WaitPlan, WaitResult } from './wait';
 
@@ -109,6 +109,12 @@ export interface Frame {
 
 /** Stands for a number's 8 payload bytes where only their length matters. */
 export const NUMBER_BYTES = new Uint8Array(8);
+
+// Statuses of the native fast paths (native/ring.h).
+const NATIVE_OK = 0;
+const NATIVE_SHUT = -3;
+/** ringTryClaim's answer: position, length, kind, number. */
+const claimed = new Float64Array(4);
 
 /** Thrown by get() on a ring that is closed and drained. */
 export class RingClosed extends Error {
@@ -404,24 +410,33 @@ export class Ring {
     }
   }
 
-  // The uncontended paths: one CAS for the mutex, no plan, no waiting.
+  // The uncontended paths: one CAS for the mutex, no plan, no waiting. Both are native (ring.h,
+  // the same stores in the same order as reserve/putLocked and claim/take here), except for a
+  // number put: it is written as a float64 by DataView, which costs no call.
 
   /** Puts now if the mutex is free and there is room: true; false to take the slow path. */
   tryPut(frame: Frame, countTask: boolean): boolean {
+    if (frame.kind !== Kind.Number) {
+      const status = native.ringTryPut(this.seg.buffer, frame.bytes, frame.kind, countTask, LOCK_OWNER_ID, SELF_START, process.pid);
+      if (status === NATIVE_OK) return true;
+      if (status === NATIVE_SHUT) throw new RingClosed('the queue is closed');
+      return false;
+    }
     if (!this.lock.tryAcquire()) return false;
     return this.putLocked(frame, countTask);
   }
 
   /** Takes a frame now if the mutex is free and one is ready; null to take the slow path. */
   tryGet(into?: Destination): Frame | null {
-    if (!this.readyHint() || !this.lock.tryAcquire()) return null;
-    let pos: number;
-    try {
-      pos = this.claim(false);
-    } finally {
-      this.lock.release();
-    }
-    return pos < 0 ? null : this.take(pos, into);
+    if (native.ringTryClaim(this.seg.buffer, LOCK_OWNER_ID, SELF_START, process.pid, claimed) !== NATIVE_OK) return null;
+    const kind = claimed[2] as Kind;
+    if (kind === Kind.Number) return { kind, bytes: NUMBER_BYTES, num: claimed[3] };
+    // As read(): into the caller's buffer when it asked for bytes and they fit, else a new one.
+    const len = claimed[1];
+    const fits = into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
+    const out = fits ? into.target.subarray(into.offset, into.offset + len) : Buffer.allocUnsafe(len);
+    native.ringTake(this.seg.buffer, claimed[0], out);
+    return { kind, bytes: out };
   }
 
   /** True when a frame of `length` payload bytes must go out of line. */

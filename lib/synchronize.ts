@@ -29,6 +29,8 @@ const PID_MASK = 0x3fffff;
 const OWNER_MASK = 0x3fffffff;
 /** This thread's owner id. */
 const SELF = (process.pid & PID_MASK) | ((threadId & 0xff) << 22);
+/** @internal The id this thread writes into a lock word it takes (for the ring's native paths). */
+export const LOCK_OWNER_ID = SELF;
 const SPINS = 200;
 /** How often a sleeping waiter looks at whether the owner is still alive. */
 const OWNER_CHECK_MS = 100;

@@ -7,6 +7,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   InitShm(env, exports);
   InitSync(env, exports);
   InitProcess(env, exports);
+  InitRing(env, exports);
 }
 
 // Runs while Node tears the environment down. Our threads stop here, before anything they call

@@ -55,5 +55,6 @@ class Addon : public Napi::Addon<Addon> {
 void InitShm(Napi::Env env, Napi::Object exports);
 void InitSync(Napi::Env env, Napi::Object exports);
 void InitProcess(Napi::Env env, Napi::Object exports);
+void InitRing(Napi::Env env, Napi::Object exports);
 
 }  // namespace mp

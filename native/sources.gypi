@@ -10,6 +10,7 @@
       'native/uring_waiter.cc',
       'native/tracker.cc',
       'native/spawn.cc',
+      'native/ring.cc',
     ],
     # The thin JS boundary over the core.
     'mp_addon_sources': [
@@ -18,6 +19,7 @@
       'native/bindings/shm_binding.cc',
       'native/bindings/sync_binding.cc',
       'native/bindings/process_binding.cc',
+      'native/bindings/ring_binding.cc',
     ],
   },
 }

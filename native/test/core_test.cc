@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../futex.h"
+#include "../ring.h"
 #include "../shm.h"
 #include "../spawn.h"
 #include "../sysfail.h"
@@ -366,6 +367,85 @@ void TestSpawn() {
 
 }  // namespace
 
+// The ring's native fast paths (what lib/ring.ts's tryPut/tryGet call): FIFO with payloads that
+// wrap around the end, room running out and coming back, closed, a held mutex, a frame still
+// being written, numbers, and the counters ring.ts keeps.
+void TestRing() {
+  namespace r = mp::ring;
+  const size_t capacity = 4096;
+  std::vector<uint64_t> storage((r::kHeaderBytes + capacity) / 8, 0);
+  r::View view(storage.data(), r::kHeaderBytes + capacity);
+  auto* words = reinterpret_cast<uint32_t*>(storage.data());
+  r::Self self{static_cast<uint32_t>(getpid()) & 0x3fffff, 77, static_cast<uint32_t>(getpid())};
+  Check(view.valid() && view.capacity() == capacity, "ring: a 4 KiB data area is a valid view");
+
+  // 1000-byte messages: the fifth one's payload wraps around the end of the data area.
+  std::vector<uint8_t> msg(1000), got(1000);
+  bool fifo = true;
+  int sent = 0, received = 0;
+  for (int round = 0; round < 6; ++round) {
+    for (;;) {
+      memset(msg.data(), sent & 0xff, msg.size());
+      r::Status st = view.TryPut(self, msg.data(), static_cast<uint32_t>(msg.size()), r::kKindBytes, false);
+      if (st == r::kNoRoom) break;
+      fifo = fifo && st == r::kOk;
+      ++sent;
+    }
+    r::View::Claimed c;
+    for (int k = 0; k < 2; ++k) {
+      fifo = fifo && view.TryClaim(self, &c) == r::kOk && c.length == 1000 && c.kind == r::kKindBytes;
+      view.CopyOut(c.pos, got.data(), c.length);
+      view.Finish(c.pos);
+      fifo = fifo && got[0] == (received & 0xff) && got[999] == (received & 0xff);
+      ++received;
+    }
+  }
+  Check(fifo && sent > 8, "ring: messages come out in order, whole, across the wrap, as room comes back");
+  Check(words[r::kCount] == static_cast<uint32_t>(sent - received) && words[r::kLock] == 0 && words[r::kLockStart] == 0,
+        "ring: COUNT follows puts and takes; the mutex is free after each call");
+  uint32_t bumps = words[r::kNotEmpty];
+  Check(bumps == static_cast<uint32_t>(sent), "ring: every put bumps NOT_EMPTY");
+
+  r::View::Claimed c;
+  while (view.TryClaim(self, &c) == r::kOk) view.Finish(c.pos);
+  Check(view.TryClaim(self, &c) == r::kEmpty && words[r::kHead] == words[r::kReserve], "ring: drained, it is empty and HEAD caught up");
+
+  double pi = 3.25;
+  // A number frame as ring.ts writes one (the native put refuses numbers: the binding checks).
+  Check(view.TryPut(self, reinterpret_cast<uint8_t*>(&pi), 8, r::kKindNumber, true) == r::kOk &&
+            view.TryClaim(self, &c) == r::kOk && c.kind == r::kKindNumber && view.NumberAt(c.pos) == 3.25,
+        "ring: an 8-byte number payload reads back");
+  view.Finish(c.pos);
+  Check(words[r::kUnfinished] == 1, "ring: a counted put adds to UNFINISHED");
+
+  words[r::kLock] = 12345;
+  Check(view.TryPut(self, msg.data(), 10, r::kKindBytes, false) == r::kLocked && view.TryClaim(self, &c) == r::kEmpty,
+        "ring: with the mutex held a put says so; an empty ring says empty before looking at the mutex");
+  words[r::kLock] = 0;
+
+  // A frame left WRITING (a producer mid-copy) blocks the claim: kBusy, not a half-written read.
+  uint32_t at = words[r::kReserve];
+  Check(view.TryPut(self, msg.data(), 500, r::kKindBytes, false) == r::kOk, "ring: a 500-byte put");
+  uint32_t* state = reinterpret_cast<uint32_t*>(reinterpret_cast<uint8_t*>(storage.data()) + r::kHeaderBytes + (at & (capacity - 1))) + r::kState;
+  uint32_t ready = *state;
+  *state = (ready & ~r::kStateMask) | r::kWriting;
+  Check(view.TryClaim(self, &c) == r::kBusy, "ring: a frame still being written is not claimed");
+  *state = ready;
+  Check(view.TryClaim(self, &c) == r::kOk && c.length == 500, "ring: once published it is");
+  view.Finish(c.pos);
+
+  words[r::kClosed] = 1;
+  Check(view.TryPut(self, msg.data(), 10, r::kKindBytes, false) == r::kShut && words[r::kLock] == 0,
+        "ring: a closed ring refuses puts and leaves the mutex free");
+  words[r::kClosed] = 0;
+  words[r::kMaxSize] = 1;
+  Check(view.TryPut(self, msg.data(), 10, r::kKindBytes, false) == r::kOk &&
+            view.TryPut(self, msg.data(), 10, r::kKindBytes, false) == r::kNoRoom,
+        "ring: maxsize counts messages, not bytes");
+  r::View bad(storage.data(), r::kHeaderBytes + 100);
+  Check(!bad.valid(), "ring: a data area that is not a power of two is refused");
+}
+
 int main() {
   TestShm();
   TestFutex();
@@ -374,6 +454,7 @@ int main() {
   TestTracker();
   TestKeeper();
   TestSpawn();
+  TestRing();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

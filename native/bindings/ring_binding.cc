@@ -1,0 +1,94 @@
+// JS boundary of ring.h: the uncontended put and take of lib/ring.ts, one call each (a take of
+// bytes is two: claim, then copy into the Buffer JS allocated, which Node's pool makes cheap for
+// small ones). A status below zero sends the caller down ring.ts's slow path.
+#include "../ring.h"
+
+#include "../addon.h"
+#include "args.h"
+
+namespace mp {
+namespace {
+
+// The ring segment; a closed one (detached) makes an invalid view, and the caller's slow path
+// then reports the ring closed the way it always has.
+ring::View ViewArg(const Napi::CallbackInfo& info, size_t i) {
+  if (!info[i].IsArrayBuffer()) throw Napi::TypeError::New(info.Env(), "ring: segment must be an ArrayBuffer");
+  Napi::ArrayBuffer ab = info[i].As<Napi::ArrayBuffer>();
+  return ring::View(ab.Data(), ab.Data() == nullptr ? 0 : ab.ByteLength());
+}
+
+Napi::Uint8Array BytesArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a Uint8Array");
+  }
+  return info[i].As<Napi::Uint8Array>();
+}
+
+ring::Self SelfArgs(const Napi::CallbackInfo& info, size_t i) {
+  return ring::Self{static_cast<uint32_t>(IntArg(info, i, "lockId")), static_cast<uint32_t>(IntArg(info, i + 1, "start")),
+                    static_cast<uint32_t>(IntArg(info, i + 2, "pid"))};
+}
+
+// ringTryPut(segment, bytes, kind, counted, lockId, start, pid) -> status
+Napi::Value RingTryPut(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 7, "ringTryPut");
+  ring::View view = ViewArg(info, 0);
+  Napi::Uint8Array bytes = BytesArg(info, 1, "bytes");
+  auto kind = static_cast<uint32_t>(IntArg(info, 2, "kind"));
+  bool counted = info[3].ToBoolean();
+  ring::Self self = SelfArgs(info, 4);
+  if (!view.valid() || kind == ring::kKindNumber || kind > 0xff) return Napi::Number::New(info.Env(), ring::kLocked);
+  ring::Status status = view.TryPut(self, bytes.Data(), static_cast<uint32_t>(bytes.ElementLength()), kind, counted);
+  return Napi::Number::New(info.Env(), status);
+}
+
+// ringTryClaim(segment, lockId, start, pid, out: Float64Array(4)) -> status; on kOk, out holds
+// [position, length, kind, number]. A number is read and its frame finished here and now.
+Napi::Value RingTryClaim(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 5, "ringTryClaim");
+  ring::View view = ViewArg(info, 0);
+  ring::Self self = SelfArgs(info, 1);
+  if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      info[4].As<Napi::Float64Array>().ElementLength() < 4) {
+    throw Napi::TypeError::New(info.Env(), "ringTryClaim: out must be a Float64Array of 4");
+  }
+  double* out = info[4].As<Napi::Float64Array>().Data();
+  if (!view.valid()) return Napi::Number::New(info.Env(), ring::kLocked);
+  ring::View::Claimed claimed;
+  ring::Status status = view.TryClaim(self, &claimed);
+  if (status != ring::kOk) return Napi::Number::New(info.Env(), status);
+  out[0] = claimed.pos;
+  out[1] = claimed.length;
+  out[2] = claimed.kind;
+  if (claimed.kind == ring::kKindNumber) {
+    out[3] = view.NumberAt(claimed.pos);
+    view.Finish(claimed.pos);
+  }
+  return Napi::Number::New(info.Env(), ring::kOk);
+}
+
+// ringTake(segment, position, dest: Uint8Array): copies the claimed frame's payload (dest's length
+// of it) into dest, then finishes the frame.
+Napi::Value RingTake(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 3, "ringTake");
+  ring::View view = ViewArg(info, 0);
+  int64_t pos = IntArg(info, 1, "position");
+  Napi::Uint8Array dest = BytesArg(info, 2, "dest");
+  if (!view.valid()) throw Napi::Error::New(info.Env(), "ringTake: the ring is closed");
+  if (pos < 0 || pos % 16 != 0 || pos >= view.capacity() || dest.ElementLength() > view.capacity()) {
+    throw Napi::RangeError::New(info.Env(), "ringTake: position or length out of the ring");
+  }
+  view.CopyOut(static_cast<uint32_t>(pos), dest.Data(), static_cast<uint32_t>(dest.ElementLength()));
+  view.Finish(static_cast<uint32_t>(pos));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitRing(Napi::Env env, Napi::Object exports) {
+  exports.Set("ringTryPut", Napi::Function::New(env, RingTryPut, "ringTryPut"));
+  exports.Set("ringTryClaim", Napi::Function::New(env, RingTryClaim, "ringTryClaim"));
+  exports.Set("ringTake", Napi::Function::New(env, RingTake, "ringTake"));
+}
+
+}  // namespace mp

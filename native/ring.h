@@ -1,0 +1,89 @@
+// The uncontended paths of the message ring that Queue and Pipe stand on (lib/ring.ts holds the
+// whole protocol: layout, waits, kill-safety). Here only the two steps a busy queue takes per
+// message, put and take, with the same stores in the same order as ring.ts's tryPut/tryGet, so
+// that either side may serve any message. In C++ because in JS they were the largest code V8
+// had to optimize, and on 2 cores its compiler threads competed with both ends of a busy queue.
+//
+// Every call returns at once: when the ring's mutex is held, or there is no room or nothing
+// ready, it says so and the caller takes ring.ts's slow path, which waits.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace mp::ring {
+
+// Header words (int32 indexes) and frame layout: the same numbers as lib/ring.ts.
+constexpr size_t kHeaderBytes = 128;
+constexpr int kNotEmpty = 2, kNotFull = 3, kClosed = 4, kUnfinished = 7, kMaxSize = 8;
+constexpr int kLock = 12, kLockStart = 14;
+constexpr int kReserve = 16, kClaim = 17, kCount = 18, kHead = 19, kSleptGet = 20, kSleptPut = 21;
+constexpr uint32_t kFrameHead = 16;
+constexpr int kLength = 0, kState = 1, kPid = 2, kStart = 3;
+constexpr uint32_t kWriting = 1, kReady = 2, kReading = 3, kDone = 4, kStateMask = 0xff;
+constexpr uint32_t kCounted = 1u << 16;
+constexpr uint32_t kCopyUnderLock = 256;
+constexpr uint32_t kKindNumber = 1, kKindBytes = 3;
+// The ring's mutex is a Lock of lib/synchronize.ts: owner word, depth, owner's start time.
+constexpr uint32_t kLockWaiters = 0x40000000;
+
+enum Status : int {
+  kOk = 0,
+  kLocked = -1,  // the mutex is held by someone else
+  kNoRoom = -2,  // full (or at maxsize)
+  kShut = -3,    // closed: no more puts
+  kEmpty = -4,
+  kBusy = -5,    // the oldest frame is still being written
+};
+
+// Who is calling: the lock owner id of this thread, its process's start time and pid, as
+// synchronize.ts and liveness.ts record them.
+struct Self {
+  uint32_t lock_id;
+  uint32_t start;
+  uint32_t pid;
+};
+
+// A ring segment: header, then a power-of-two data area.
+class View {
+ public:
+  // `base` and `size` are the whole segment (header included).
+  View(void* base, size_t size);
+  bool valid() const { return capacity_ >= 64 && (capacity_ & (capacity_ - 1)) == 0; }
+  uint32_t capacity() const { return capacity_; }
+
+  // Puts one non-number message. kOk, kLocked, kNoRoom or kShut.
+  Status TryPut(const Self& self, const uint8_t* bytes, uint32_t length, uint32_t kind, bool counted);
+
+  // Claims the oldest ready frame. kOk with its position, length and kind; or kLocked, kEmpty, kBusy.
+  struct Claimed {
+    uint32_t pos;
+    uint32_t length;
+    uint32_t kind;
+  };
+  Status TryClaim(const Self& self, Claimed* out);
+
+  // Copies `n` payload bytes of the claimed frame at `pos`, from payload offset 0, into `dest`.
+  void CopyOut(uint32_t pos, uint8_t* dest, uint32_t n) const;
+  double NumberAt(uint32_t pos) const;
+
+  // Marks the claimed frame done, frees what it can, and tells producers about room.
+  void Finish(uint32_t pos);
+
+ private:
+  uint32_t* Word(int i) const { return words_ + i; }
+  uint32_t* Frame(uint32_t pos) const { return reinterpret_cast<uint32_t*>(data_ + pos); }
+  bool TryLock(const Self& self);
+  void Unlock();
+  void AdvanceHead();
+  void Bump(int word, int slept);
+  void CopyIn(uint32_t pos, const uint8_t* bytes, uint32_t n);
+
+  uint32_t* words_;
+  uint8_t* data_;
+  uint32_t capacity_;
+  uint32_t mask_;
+};
+
+inline uint32_t FrameSize(uint32_t length) { return kFrameHead + ((length + 15) & ~15u); }
+
+}  // namespace mp::ring
