@@ -56,7 +56,7 @@ export interface Binding {
   ringTryPut(segment: ArrayBuffer, bytes: Uint8Array, kind: number, counted: boolean, lockId: number, start: number, pid: number): number;
   /** On 0, `out` holds [position, length, kind, number]; a number's frame is already finished. */
   ringTryClaim(segment: ArrayBuffer, lockId: number, start: number, pid: number, out: Float64Array): number;
-  ringTake(segment: ArrayBuffer, position: number, dest: Uint8Array): void;
+  ringTake(segment: ArrayBuffer, position: number, dest: Uint8Array, pid: number): void;
   // spawn.h, tracker.h
   spawn(options: SpawnOptions): { pid: number; pidfd: number };
   tryReap(pid: number): ReapResult | null;

@@ -429,13 +429,16 @@ export class Ring {
   /** Takes a frame now if the mutex is free and one is ready; null to take the slow path. */
   tryGet(into?: Destination): Frame | null {
     if (native.ringTryClaim(this.seg.buffer, LOCK_OWNER_ID, SELF_START, process.pid, claimed) !== NATIVE_OK) return null;
+    // Into locals at once: `claimed` is shared, and the caller's buffer (a subclass, a Proxy)
+    // may run code below that takes from another ring.
+    const pos = claimed[0];
+    const len = claimed[1];
     const kind = claimed[2] as Kind;
     if (kind === Kind.Number) return { kind, bytes: NUMBER_BYTES, num: claimed[3] };
     // As read(): into the caller's buffer when it asked for bytes and they fit, else a new one.
-    const len = claimed[1];
     const fits = into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
     const out = fits ? into.target.subarray(into.offset, into.offset + len) : Buffer.allocUnsafe(len);
-    native.ringTake(this.seg.buffer, claimed[0], out);
+    native.ringTake(this.seg.buffer, pos, out, process.pid);
     return { kind, bytes: out };
   }
 

@@ -32,9 +32,9 @@ let dispatcherInstalled = false;
 const MAX_POLL_MS = 1000;
 export const DEFAULT_POLL_MS = 2;
 let pollMs = pollFromEnv();
-/** Budgets per word: a Map per buffer, dropped whole if a buffer's grows past a bound. */
+/** Budgets per word: a Map per buffer; past the bound, the oldest word's is forgotten. */
 const budgets = new WeakMap<ArrayBuffer, Map<number, SpinBudget>>();
-const BUDGETS_PER_BUFFER = 1024;
+const BUDGETS_PER_BUFFER = 4096;
 
 function pollFromEnv(): number {
   const raw = process.env.NMP_WAIT_POLL_MS;
@@ -69,7 +69,7 @@ function budgetOf(req: WaitRequest): SpinBudget {
   }
   let budget = perBuffer.get(req.byteOffset);
   if (budget === undefined) {
-    if (perBuffer.size >= BUDGETS_PER_BUFFER) perBuffer.clear();
+    if (perBuffer.size >= BUDGETS_PER_BUFFER) perBuffer.delete(perBuffer.keys().next().value as number);
     budget = new SpinBudget();
     perBuffer.set(req.byteOffset, budget);
   }
@@ -99,14 +99,8 @@ function windowFor(req: WaitRequest): { budget: SpinBudget | undefined; window: 
   return { budget, window: budget.begin() ? pollMs : 0 };
 }
 
-/** Records how a wait that polled ended, and hides WaitResult.Polled from the plans. */
-function settle(result: WaitResult, budget: SpinBudget | undefined, window: number): WaitResult {
-  if (result === WaitResult.Polled) {
-    budget?.hit();
-    return WaitResult.Woken;
-  }
-  if (window > 0) budget?.missed();
-  return result;
+function sameWord(a: WaitRequest, b: WaitRequest): boolean {
+  return a.buffer === b.buffer && a.byteOffset === b.byteOffset;
 }
 
 /**
@@ -159,15 +153,27 @@ export async function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Prom
   let step = plan.next();
   while (!step.done) {
     let result: WaitResult;
-    const { budget, window } = windowFor(step.value);
+    const req = step.value;
+    const { budget, window } = windowFor(req);
     try {
-      result = await waitAsync(step.value, signal, window);
+      result = await waitAsync(req, signal, window);
     } catch (err) {
       step = plan.throw(err);
       signal = undefined;
       continue;
     }
-    step = plan.next(settle(result, budget, window));
+    if (result !== WaitResult.Polled) {
+      if (window > 0) budget?.missed();
+      step = plan.next(result);
+      continue;
+    }
+    // The word changed while we polled. A hit only if the plan got what it waited for: it ends,
+    // or waits on something else next. Waiting on the same word again means another process
+    // took it (several consumers of one queue all see each put): that counts as a miss, or a
+    // herd of pollers would keep every core busy for one winner.
+    step = plan.next(WaitResult.Woken);
+    if (!step.done && sameWord(step.value, req)) budget?.missed();
+    else budget?.hit();
   }
   return step.value;
 }

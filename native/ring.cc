@@ -45,7 +45,7 @@ void View::AdvanceHead() {
   for (;;) {
     uint32_t h = Load(Word(kHead));
     if (h == Load(Word(kClaim))) return;
-    uint32_t* f = Frame(h & mask_);
+    uint32_t* f = Frame(h);
     if ((Load(f + kState) & kStateMask) != kDone) return;
     uint32_t next = h + FrameSize(Plain(f + kLength));
     __atomic_compare_exchange_n(Word(kHead), &h, next, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
@@ -63,6 +63,11 @@ void View::CopyIn(uint32_t pos, const uint8_t* bytes, uint32_t n) {
   uint32_t first = n < capacity_ - start ? n : capacity_ - start;
   memcpy(data_ + start, bytes, first);
   if (first < n) memcpy(data_, bytes + first, n - first);
+}
+
+bool View::ClaimedBy(uint32_t pos, uint32_t pid) const {
+  const uint32_t* f = Frame(pos);
+  return (Load(f + kState) & kStateMask) == kReading && Plain(f + kPid) == pid;
 }
 
 void View::CopyOut(uint32_t pos, uint8_t* dest, uint32_t n) const {
@@ -92,14 +97,19 @@ Status View::TryPut(const Self& self, const uint8_t* bytes, uint32_t length, uin
     return kNoRoom;
   }
   uint32_t at = Plain(Word(kReserve));
-  if (capacity_ - (at - Load(Word(kHead))) < need) {
+  // More in use than the ring holds happens only to a scribbled header: no room, as in ring.ts.
+  auto room = [&] {
+    uint32_t used = at - Load(Word(kHead));
+    return used <= capacity_ && capacity_ - used >= need;
+  };
+  if (!room()) {
     AdvanceHead();  // a consumer killed between its two last steps may have left it behind
-    if (capacity_ - (at - Load(Word(kHead))) < need) {
+    if (!room()) {
       Unlock();
       return kNoRoom;
     }
   }
-  uint32_t pos = at & mask_;
+  uint32_t pos = at & mask_ & ~15u;
   uint32_t* f = Frame(pos);
   SetPlain(f + kLength, length);
   SetPlain(f + kPid, self.pid);
@@ -128,7 +138,7 @@ Status View::TryPut(const Self& self, const uint8_t* bytes, uint32_t length, uin
 Status View::TryClaim(const Self& self, Claimed* out) {
   uint32_t hint = Load(Word(kClaim));
   if (hint == Load(Word(kReserve))) return kEmpty;
-  if ((Load(Frame(hint & mask_) + kState) & kStateMask) == kWriting) return kBusy;
+  if ((Load(Frame(hint) + kState) & kStateMask) == kWriting) return kBusy;
   if (!TryLock(self)) return kLocked;
   for (;;) {
     uint32_t at = Plain(Word(kClaim));
@@ -136,11 +146,12 @@ Status View::TryClaim(const Self& self, Claimed* out) {
       Unlock();
       return kEmpty;
     }
-    uint32_t* f = Frame(at & mask_);
+    uint32_t* f = Frame(at);
     uint32_t word = Load(f + kState);
     uint32_t length = Plain(f + kLength);
     uint32_t next = at + FrameSize(length);
-    if ((word & kStateMask) == kWriting) {
+    if ((word & kStateMask) == kWriting || length > capacity_) {
+      // Being written; or a length no sound frame has, left to ring.ts's checks.
       Unlock();
       return kBusy;
     }
@@ -154,7 +165,7 @@ Status View::TryClaim(const Self& self, Claimed* out) {
     SetPlain(Word(kCount), Plain(Word(kCount)) - 1);
     Store(Word(kClaim), next);
     Unlock();
-    out->pos = at & mask_;
+    out->pos = at & mask_ & ~15u;
     out->length = length;
     out->kind = (word >> 8) & 0xff;
     return kOk;

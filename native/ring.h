@@ -62,6 +62,10 @@ class View {
   };
   Status TryClaim(const Self& self, Claimed* out);
 
+  // Whether the frame at `pos` is claimed (READING) by process `pid`: the only frame a take may
+  // copy out and finish.
+  bool ClaimedBy(uint32_t pos, uint32_t pid) const;
+
   // Copies `n` payload bytes of the claimed frame at `pos`, from payload offset 0, into `dest`.
   void CopyOut(uint32_t pos, uint8_t* dest, uint32_t n) const;
   double NumberAt(uint32_t pos) const;
@@ -71,7 +75,9 @@ class View {
 
  private:
   uint32_t* Word(int i) const { return words_ + i; }
-  uint32_t* Frame(uint32_t pos) const { return reinterpret_cast<uint32_t*>(data_ + pos); }
+  // Positions are 16-aligned in a sound ring; masking keeps a scribbled header's from reaching
+  // past the data area (or, misaligned, faulting an atomic access).
+  uint32_t* Frame(uint32_t pos) const { return reinterpret_cast<uint32_t*>(data_ + (pos & mask_ & ~15u)); }
   bool TryLock(const Self& self);
   void Unlock();
   void AdvanceHead();

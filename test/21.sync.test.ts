@@ -233,13 +233,20 @@ describe('closed primitives', () => {
   });
 });
 
+/** This environment without NMP_WAIT_POLL_MS, so that a child starts with the default window. */
+function envWithoutPolling(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NMP_WAIT_POLL_MS;
+  return env;
+}
+
 describe('async waits', () => {
   // Linux 6.7 brought IORING_OP_FUTEX_WAIT; before it (or with io_uring refused), a thread waits.
   const [major, minor] = os.release().split('.').map(Number);
   const uring = major > 6 || (major === 6 && minor >= 7);
   const fixture = path.join(__dirname, 'fixtures', 'async-waits.js');
   const run = (env: NodeJS.ProcessEnv): Record<string, unknown> =>
-    JSON.parse(execFileSync(process.execPath, [fixture], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30000 }));
+    JSON.parse(execFileSync(process.execPath, [fixture], { env: { ...envWithoutPolling(), ...env }, encoding: 'utf8', timeout: 30000 }));
   const expected = { woken: true, item: 'from the child', timedOut: false, aborted: 'AbortError' };
 
   // NMP_WAIT_POLL_MS=1000: the wake, the timeout and the abort all land while the waits poll;
@@ -260,6 +267,7 @@ describe('async waits', () => {
 describe('async waits poll before they sleep', () => {
   test('polling sees a change no wake announced, hands over to the kernel, lets timers run, ends on close and abort, and backs off', () => {
     const got = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'wait-polling.js')], {
+      env: envWithoutPolling(),
       encoding: 'utf8',
       timeout: 30000,
     }));
@@ -275,6 +283,7 @@ describe('async waits poll before they sleep', () => {
       closedUnderPoll: 3,           // Fault, not a read of unmapped memory
       abortedWhilePolling: 'AbortError',
       windowsAfterMisses: [5, 0, 5],  // a window that ran out skips the next one on that word
+      windowsAfterLostRace: [5, 0],    // a change the plan did not get: a miss too
     });
     // After a hit the next wait polls again; after a contended one it does not. One hit in five
     // tries is uncontended even on a busy machine.
@@ -285,16 +294,26 @@ describe('async waits poll before they sleep', () => {
   test('a change seen by a poll that shared its core with busy processes counts as a plain wake', () => {
     // Pinned with two spinning processes to one CPU, the poll gets about a third of its wall time.
     const got = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'wait-contended.js')], {
+      env: envWithoutPolling(),
       encoding: 'utf8',
       timeout: 30000,
     }));
     expect(got).toEqual({ result: 0 });  // WaitResult.Woken: the budget counts it as a miss
   });
 
+  test('NMP_WAIT_POLL_MS sets the starting window; a value that is not a number of ms is ignored', () => {
+    const start = (value: string | undefined): number => {
+      const env = envWithoutPolling();
+      if (value !== undefined) env.NMP_WAIT_POLL_MS = value;
+      const dist = path.join(__dirname, '..', 'dist');
+      return Number(execFileSync(process.execPath, ['-e', `console.log(require(${JSON.stringify(dist)}).getWaitPolling())`], { env, encoding: 'utf8' }));
+    };
+    expect([start(undefined), start('0'), start('0.5'), start('5000'), start('soon'), start('-1')]).toEqual([2, 0, 0.5, 1000, 2, 2]);
+  });
+
   test('setWaitPolling takes milliseconds from 0 to 1000 and returns the previous window', () => {
     const before = mp.getWaitPolling();
-    expect(before).toBe(2);
-    expect(mp.setWaitPolling(0.5)).toBe(2);
+    expect(mp.setWaitPolling(0.5)).toBe(before);
     expect(mp.setWaitPolling(before)).toBe(0.5);
     expect(() => mp.setWaitPolling('1' as any)).toThrow(TypeError);
     expect(() => mp.setWaitPolling(NaN)).toThrow(TypeError);

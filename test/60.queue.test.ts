@@ -483,6 +483,31 @@ describe('Queue', () => {
     q.close();
   });
 
+  test('a destination whose subarray() takes from another queue: each get keeps its own message', () => {
+    // The take is two native calls (claim, then copy) with JS between them: the second must copy
+    // this queue's claimed frame whatever that JS did.
+    const a = new mp.Queue();
+    const b = new mp.Queue();
+    a.putSync(Buffer.alloc(40, 1));
+    b.putSync(Buffer.alloc(30, 2));
+    a.putSync(Buffer.alloc(40, 3));
+    let fromB: unknown;
+    class Snooping extends Uint8Array {
+      override subarray(begin?: number, end?: number): Uint8Array {
+        if (fromB === undefined) fromB = b.getSync();
+        return super.subarray(begin, end);
+      }
+    }
+    const into = new Snooping(100);
+    expect(a.getBytesIntoSync(into)).toBe(40);
+    expect([...into.subarray(0, 40)].every((x) => x === 1)).toBe(true);
+    expect(Buffer.from(fromB as Buffer).equals(Buffer.alloc(30, 2))).toBe(true);
+    const next = a.getSync() as Buffer;
+    expect(next.length === 40 && next[0] === 3).toBe(true);
+    a.close();
+    b.close();
+  });
+
   test('two consumers asleep: each of two puts, made apart, wakes one of them', async () => {
     const q = new mp.Queue<number>();
     const got = new mp.RawArray('i', 2);

@@ -4,6 +4,8 @@
 #include "../ring.h"
 
 #include "../addon.h"
+#include "../errors.h"
+#include "../sysfail.h"
 #include "args.h"
 
 namespace mp {
@@ -38,8 +40,12 @@ Napi::Value RingTryPut(const Napi::CallbackInfo& info) {
   bool counted = info[3].ToBoolean();
   ring::Self self = SelfArgs(info, 4);
   if (!view.valid() || kind == ring::kKindNumber || kind > 0xff) return Napi::Number::New(info.Env(), ring::kLocked);
-  ring::Status status = view.TryPut(self, bytes.Data(), static_cast<uint32_t>(bytes.ElementLength()), kind, counted);
-  return Napi::Number::New(info.Env(), status);
+  try {
+    ring::Status status = view.TryPut(self, bytes.Data(), static_cast<uint32_t>(bytes.ElementLength()), kind, counted);
+    return Napi::Number::New(info.Env(), status);
+  } catch (const SysFail& f) {  // a futex wake refused
+    ThrowSysFail(info.Env(), f);
+  }
 }
 
 // ringTryClaim(segment, lockId, start, pid, out: Float64Array(4)) -> status; on kOk, out holds
@@ -55,31 +61,43 @@ Napi::Value RingTryClaim(const Napi::CallbackInfo& info) {
   double* out = info[4].As<Napi::Float64Array>().Data();
   if (!view.valid()) return Napi::Number::New(info.Env(), ring::kLocked);
   ring::View::Claimed claimed;
-  ring::Status status = view.TryClaim(self, &claimed);
-  if (status != ring::kOk) return Napi::Number::New(info.Env(), status);
-  out[0] = claimed.pos;
-  out[1] = claimed.length;
-  out[2] = claimed.kind;
-  if (claimed.kind == ring::kKindNumber) {
-    out[3] = view.NumberAt(claimed.pos);
-    view.Finish(claimed.pos);
+  try {
+    ring::Status status = view.TryClaim(self, &claimed);
+    if (status != ring::kOk) return Napi::Number::New(info.Env(), status);
+    out[0] = claimed.pos;
+    out[1] = claimed.length;
+    out[2] = claimed.kind;
+    if (claimed.kind == ring::kKindNumber) {
+      out[3] = view.NumberAt(claimed.pos);
+      view.Finish(claimed.pos);
+    }
+  } catch (const SysFail& f) {
+    ThrowSysFail(info.Env(), f);
   }
   return Napi::Number::New(info.Env(), ring::kOk);
 }
 
-// ringTake(segment, position, dest: Uint8Array): copies the claimed frame's payload (dest's length
-// of it) into dest, then finishes the frame.
+// ringTake(segment, position, dest: Uint8Array, pid): copies the payload of the frame this process
+// claimed at `position` (dest's length of it) into dest, then finishes the frame.
 Napi::Value RingTake(const Napi::CallbackInfo& info) {
-  RequireArgs(info, 3, "ringTake");
+  RequireArgs(info, 4, "ringTake");
   ring::View view = ViewArg(info, 0);
   int64_t pos = IntArg(info, 1, "position");
   Napi::Uint8Array dest = BytesArg(info, 2, "dest");
+  auto pid = static_cast<uint32_t>(IntArg(info, 3, "pid"));
   if (!view.valid()) throw Napi::Error::New(info.Env(), "ringTake: the ring is closed");
   if (pos < 0 || pos % 16 != 0 || pos >= view.capacity() || dest.ElementLength() > view.capacity()) {
     throw Napi::RangeError::New(info.Env(), "ringTake: position or length out of the ring");
   }
-  view.CopyOut(static_cast<uint32_t>(pos), dest.Data(), static_cast<uint32_t>(dest.ElementLength()));
-  view.Finish(static_cast<uint32_t>(pos));
+  if (!view.ClaimedBy(static_cast<uint32_t>(pos), pid)) {
+    throw Napi::Error::New(info.Env(), "ringTake: no frame claimed by this process there");
+  }
+  try {
+    view.CopyOut(static_cast<uint32_t>(pos), dest.Data(), static_cast<uint32_t>(dest.ElementLength()));
+    view.Finish(static_cast<uint32_t>(pos));
+  } catch (const SysFail& f) {
+    ThrowSysFail(info.Env(), f);
+  }
   return info.Env().Undefined();
 }
 

@@ -444,6 +444,31 @@ void TestRing() {
         "ring: maxsize counts messages, not bytes");
   r::View bad(storage.data(), r::kHeaderBytes + 100);
   Check(!bad.valid(), "ring: a data area that is not a power of two is refused");
+
+  // Only the frame this process claimed may be taken.
+  words[r::kMaxSize] = 0;
+  uint32_t next = words[r::kReserve];
+  Check(view.TryPut(self, msg.data(), 10, r::kKindBytes, false) == r::kOk && !view.ClaimedBy(next & (capacity - 1), self.pid) &&
+            view.TryClaim(self, &c) == r::kOk && view.ClaimedBy(c.pos, self.pid) && !view.ClaimedBy(c.pos, self.pid + 1),
+        "ring: ClaimedBy knows a ready frame from one this process claimed");
+  view.Finish(c.pos);
+
+  // A scribbled header (another process of the user wrote nonsense) must not take the native
+  // paths outside the segment: an exact-size heap block, so that ASan sees any overrun.
+  auto* exact = new uint8_t[r::kHeaderBytes + capacity]();
+  r::View scribbled(exact, r::kHeaderBytes + capacity);
+  auto* sw = reinterpret_cast<uint32_t*>(exact);
+  sw[r::kReserve] = sw[r::kClaim] = sw[r::kHead] = capacity - 4;  // not 16-aligned, at the end
+  Check(scribbled.TryPut(self, msg.data(), 10, r::kKindBytes, false) == r::kOk, "ring: a misaligned RESERVE stays inside the data area");
+  sw[r::kClaim] = capacity - 8;
+  sw[r::kReserve] = capacity + 1000;
+  r::View::Claimed sc;
+  r::Status st = scribbled.TryClaim(self, &sc);
+  Check(st == r::kOk || st == r::kBusy || st == r::kEmpty, "ring: a misaligned CLAIM stays inside the data area");
+  sw[r::kHead] = 64;
+  sw[r::kReserve] = 0;  // more in use than the ring holds
+  Check(scribbled.TryPut(self, msg.data(), 10, r::kKindBytes, false) == r::kNoRoom, "ring: more in use than it holds means no room");
+  delete[] exact;
 }
 
 int main() {
