@@ -410,13 +410,14 @@ export class Ring {
     }
   }
 
-  // The uncontended paths: one CAS for the mutex, no plan, no waiting. Both are native (ring.h,
-  // the same stores in the same order as reserve/putLocked and claim/take here), except for a
-  // number put: it is written as a float64 by DataView, which costs no call.
+  // The uncontended paths: one CAS for the mutex, no plan, no waiting. For a large payload they
+  // are native (ring.h: the same stores in the same order as reserve/putLocked and claim/take
+  // here), which spares V8 compiling the large JS around a copy; a small one (256 bytes or less,
+  // numbers included) stays in JS, where the call across would cost more than the work.
 
   /** Puts now if the mutex is free and there is room: true; false to take the slow path. */
   tryPut(frame: Frame, countTask: boolean): boolean {
-    if (frame.kind !== Kind.Number) {
+    if (frame.bytes.length > COPY_UNDER_LOCK && frame.kind !== Kind.Number) {
       const status = native.ringTryPut(this.seg.buffer, frame.bytes, frame.kind, countTask, LOCK_OWNER_ID, SELF_START, process.pid);
       if (status === NATIVE_OK) return true;
       if (status === NATIVE_SHUT) throw new RingClosed('the queue is closed');
@@ -428,6 +429,11 @@ export class Ring {
 
   /** Takes a frame now if the mutex is free and one is ready; null to take the slow path. */
   tryGet(into?: Destination): Frame | null {
+    // Which way to go, by the oldest frame's length, read without the mutex: only a guess (it may
+    // be taken meanwhile), and either way serves any frame.
+    const at = Atomics.load(this.w, CLAIM);
+    if (at === Atomics.load(this.w, RESERVE)) return null;
+    if (this.fw[((at & this.mask) >>> 2) + F_LENGTH] <= COPY_UNDER_LOCK) return this.tryGetHere(into);
     if (native.ringTryClaim(this.seg.buffer, LOCK_OWNER_ID, SELF_START, process.pid, claimed) !== NATIVE_OK) return null;
     // Into locals at once: `claimed` is shared, and the caller's buffer (a subclass, a Proxy)
     // may run code below that takes from another ring.
@@ -440,6 +446,17 @@ export class Ring {
     const out = fits ? into.target.subarray(into.offset, into.offset + len) : Buffer.allocUnsafe(len);
     native.ringTake(this.seg.buffer, pos, out, process.pid);
     return { kind, bytes: out };
+  }
+
+  private tryGetHere(into?: Destination): Frame | null {
+    if (!this.readyHint() || !this.lock.tryAcquire()) return null;
+    let pos: number;
+    try {
+      pos = this.claim(false);
+    } finally {
+      this.lock.release();
+    }
+    return pos < 0 ? null : this.take(pos, into);
   }
 
   /** True when a frame of `length` payload bytes must go out of line. */

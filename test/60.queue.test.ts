@@ -484,13 +484,13 @@ describe('Queue', () => {
   });
 
   test('a destination whose subarray() takes from another queue: each get keeps its own message', () => {
-    // The take is two native calls (claim, then copy) with JS between them: the second must copy
-    // this queue's claimed frame whatever that JS did.
+    // A take of more than 256 bytes is two native calls (claim, then copy) with JS between them:
+    // the second must copy this queue's claimed frame whatever that JS did.
     const a = new mp.Queue();
     const b = new mp.Queue();
-    a.putSync(Buffer.alloc(40, 1));
-    b.putSync(Buffer.alloc(30, 2));
-    a.putSync(Buffer.alloc(40, 3));
+    a.putSync(Buffer.alloc(400, 1));
+    b.putSync(Buffer.alloc(300, 2));
+    a.putSync(Buffer.alloc(400, 3));
     let fromB: unknown;
     class Snooping extends Uint8Array {
       override subarray(begin?: number, end?: number): Uint8Array {
@@ -498,12 +498,12 @@ describe('Queue', () => {
         return super.subarray(begin, end);
       }
     }
-    const into = new Snooping(100);
-    expect(a.getBytesIntoSync(into)).toBe(40);
-    expect([...into.subarray(0, 40)].every((x) => x === 1)).toBe(true);
-    expect(Buffer.from(fromB as Buffer).equals(Buffer.alloc(30, 2))).toBe(true);
+    const into = new Snooping(1000);
+    expect(a.getBytesIntoSync(into)).toBe(400);
+    expect([...into.subarray(0, 400)].every((x) => x === 1)).toBe(true);
+    expect(Buffer.from(fromB as Buffer).equals(Buffer.alloc(300, 2))).toBe(true);
     const next = a.getSync() as Buffer;
-    expect(next.length === 40 && next[0] === 3).toBe(true);
+    expect(next.length === 400 && next[0] === 3).toBe(true);
     a.close();
     b.close();
   });
