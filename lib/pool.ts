@@ -24,6 +24,9 @@ export type TaskResult<F extends AnyFunction> = Awaited<ReturnType<F>>;
 /** Inputs of map/imap: an array, any iterable, or an async iterable. */
 export type Items<T> = Iterable<T> | AsyncIterable<T>;
 
+/** What map() passes to `F`: its parameter, or anything to a function that takes none. */
+type ItemOf<F extends (item: any) => unknown> = Parameters<F> extends [] ? unknown : Parameters<F>[0];
+
 export interface PoolOptions<I extends AnyFunction = AnyFunction> {
   /** Worker processes (default: mp.cpuCount()). With a remote backend: the slots of all its workers, for chunking. */
   processes?: number;
@@ -223,7 +226,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   }
 
   /** Applies fn to every item, in chunks; resolves with the values in order. */
-  map<F extends (item: any) => unknown>(fn: PoolTask<F>, items: Items<Parameters<F>[0]>, options?: MapOptions): Promise<Array<TaskResult<F>>> {
+  map<F extends (item: any) => unknown>(fn: PoolTask<F>, items: Items<ItemOf<F>>, options?: MapOptions): Promise<Array<TaskResult<F>>> {
     return this.#mapPromise(fn, items, options, Mode.Map, 'Pool.map()', captureCallSite(this.map));
   }
 
@@ -233,7 +236,7 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   }
 
   /** Python's map_async: an AsyncResult of the whole list. */
-  mapAsync<F extends (item: any) => unknown>(fn: PoolTask<F>, items: Items<Parameters<F>[0]>, options?: MapAsyncOptions<Array<TaskResult<F>>>): AsyncResult<Array<TaskResult<F>>> {
+  mapAsync<F extends (item: any) => unknown>(fn: PoolTask<F>, items: Items<ItemOf<F>>, options?: MapAsyncOptions<Array<TaskResult<F>>>): AsyncResult<Array<TaskResult<F>>> {
     return this.#mapAsyncResult(fn, items, options, Mode.Map, 'Pool.mapAsync()', captureCallSite(this.mapAsync));
   }
 
@@ -243,12 +246,12 @@ export class Pool<I extends AnyFunction = AnyFunction> {
   }
 
   /** Values in input order, as they come; the input is read lazily, a bounded distance ahead. */
-  imap<F extends (item: any) => unknown>(fn: PoolTask<F>, items: Items<Parameters<F>[0]>, options?: MapOptions): AsyncIterableIterator<TaskResult<F>> {
+  imap<F extends (item: any) => unknown>(fn: PoolTask<F>, items: Items<ItemOf<F>>, options?: MapOptions): AsyncIterableIterator<TaskResult<F>> {
     return this.#stream(fn, items, options, true, 'Pool.imap()', captureCallSite(this.imap)) as AsyncIterableIterator<TaskResult<F>>;
   }
 
   /** Values in the order they complete. */
-  imapUnordered<F extends (item: any) => unknown>(fn: PoolTask<F>, items: Items<Parameters<F>[0]>, options?: MapOptions): AsyncIterableIterator<TaskResult<F>> {
+  imapUnordered<F extends (item: any) => unknown>(fn: PoolTask<F>, items: Items<ItemOf<F>>, options?: MapOptions): AsyncIterableIterator<TaskResult<F>> {
     return this.#stream(fn, items, options, false, 'Pool.imapUnordered()', captureCallSite(this.imapUnordered)) as AsyncIterableIterator<TaskResult<F>>;
   }
 

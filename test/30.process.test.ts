@@ -184,7 +184,7 @@ describe('Process', () => {
     expect(() => new mp.Process({ target: obj.method })).toThrow(/method/);
     expect(() => new mp.Process({ target: class A {} as any })).toThrow(TypeError);
     expect(() => new mp.Process({ target: 5 as any })).toThrow(TypeError);
-    const p = new mp.Process({ target: job, args: [{ fn: () => 1 }] });
+    const p = new mp.Process({ target: job, args: [{ fn: () => 1 } as any] });
     expect(() => p.start()).toThrow(/args\[0\]\.fn .*cannot be sent/);
     expect(p.pid).toBeUndefined();
     expect(mp.activeChildren()).toEqual([]);

@@ -493,7 +493,7 @@ describe('Queue', () => {
     a.putSync(Buffer.alloc(400, 3));
     let fromB: unknown;
     class Snooping extends Uint8Array {
-      override subarray(begin?: number, end?: number): Uint8Array {
+      override subarray(begin?: number, end?: number) {
         if (fromB === undefined) fromB = b.getSync();
         return super.subarray(begin, end);
       }

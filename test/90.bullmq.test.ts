@@ -259,7 +259,7 @@ describeWithRedis('Pool on BullMQ: what cannot cross machines', () => {
         [[{ end: w }], /args\[0\]\.end is a Connection/],
       ];
       for (const [args, re] of cases) {
-        const err = await p.apply(jobs.identity, args as any).catch((e) => e);
+        const err = (await p.apply(jobs.identity, args as any).catch((e) => e)) as Error;
         expect(err).toBeInstanceOf(TypeError);
         expect(err.message).toMatch(re);
         expect(err.message).toMatch(/cannot be sent to a remote worker: shared memory, locks, queues and pipes live on one machine/);
@@ -341,9 +341,9 @@ describeWithRedis('Pool on BullMQ: security', () => {
     expect(await p.apply(jobs.square, [3])).toBe(9);
     const bySource = await p.apply((x: number) => x, [1]).catch((e) => e);
     expect(bySource.message).toMatch(/refused the task: the task is a function sent by its source, and this worker was not started with --allow-source/);
-    const elsewhere = await p.apply(mp.task(path.join(__dirname, 'fixtures', 'jobs.js'), 'square'), [2]).catch((e) => e);
+    const elsewhere = (await p.apply(mp.task(path.join(__dirname, 'fixtures', 'jobs.js'), 'square'), [2]).catch((e) => e)) as Error;
     expect(elsewhere.message).toMatch(/not on this worker's allow-list/);
-    const missing = await p.apply(mp.task('/nonexistent/jobs.js', 'f')).catch((e) => e);
+    const missing = (await p.apply(mp.task('/nonexistent/jobs.js', 'f')).catch((e) => e)) as Error;
     expect(missing.message).toMatch(/does not exist on this worker/);
     const init = remote(redis, 'modules-only', {}, { initializer: mp.task(path.join(__dirname, 'fixtures', 'jobs.js'), 'setBase'), initargs: [1] });
     await expect(init.apply(jobs.square, [2])).rejects.toThrow(/the initializer is the module .* not on this worker's allow-list/);
@@ -360,7 +360,7 @@ describeWithRedis('Pool on BullMQ: security', () => {
     await startWorker(redis, 'dir', ['--processes', '1', '--allow-module', app, '--allow-module', path.join(app, 'node_modules', 'listed') + '/', ...FAST]);
     const p = remote(redis, 'dir');
     expect(await p.apply(mp.task(path.join(app, 'jobs.js'), 'twice'), [4])).toBe(8);
-    const pkg = await p.apply(mp.task(path.join(app, 'node_modules', 'pkg', 'index.js'), 'readFile'), ['/etc/hostname']).catch((e) => e);
+    const pkg = (await p.apply(mp.task(path.join(app, 'node_modules', 'pkg', 'index.js'), 'readFile'), ['/etc/hostname']).catch((e) => e)) as Error;
     expect(pkg.message).toMatch(/in a node_modules under an allowed directory: a directory does not allow the packages installed under it/);
     // A package listed on its own is allowed.
     expect(await p.apply(mp.task(path.join(app, 'node_modules', 'listed', 'index.js'), 'one'))).toBe(1);

@@ -28,6 +28,9 @@ async function maps(): Promise<void> {
   // @ts-expect-error imap's items are fn's parameter
   pool.imap(later, ['x']);
   for await (const v of pool.imapUnordered(square, (async function* () { yield 1; })())) expectType<number>(v);
+  // A function that takes nothing ignores the item, whatever it is.
+  const pids = await pool.map(() => process.pid, ['a', 1]);
+  assert<Equal<typeof pids, number[]>>();
   const all = pool.mapAsync(square, [1]);
   assert<Equal<typeof all, mp.AsyncResult<number[]>>>();
 }
