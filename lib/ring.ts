@@ -518,15 +518,29 @@ export class Ring {
       const left = remaining(deadline);
       if (left === 0) return false;
       // Spin a little for room before sleeping: a busy consumer makes it soon.
-      let n = 0;
-      while (n++ < SPINS && Atomics.load(w, NOT_FULL) === seen && w[CLOSED] === 0);
-      if (Atomics.load(w, NOT_FULL) !== seen) continue;
+      if (this.spinWhile(NOT_FULL, seen)) continue;
       this.sleepingOn(SLEPT_PUT, seen);
       yield this.at(NOT_FULL, seen, Math.min(left ?? PUT_SLICE_MS, PUT_SLICE_MS));
     }
   }
 
   /** Spins while the oldest frame is being written (BUSY), so a short copy costs no sleep. */
+  // The spin loops live in small functions of their own: a hot loop makes V8 compile its
+  // function on the spot (OSR), and inside getPlan or putPlan that meant compiling the whole
+  // generator, 10-50 ms of a compiler thread on a 2-core machine whose both cores were busy.
+
+  /** Spins while word `i` holds `seen` and the ring is open; true once it changed. */
+  private spinWhile(i: number, seen: number): boolean {
+    const w = this.w;
+    for (let n = 0; n < SPINS && Atomics.load(w, i) === seen && w[CLOSED] === 0; n++);
+    return Atomics.load(w, i) !== seen;
+  }
+
+  private spinUntilReady(): void {
+    const w = this.w;
+    for (let n = 0; n < SPINS && !this.readyHint() && w[CLOSED] === 0; n++);
+  }
+
   private spinWhileBusy(): void {
     const w = this.w;
     const end = performance.now() + BUSY_SPIN_MS;
@@ -549,7 +563,7 @@ export class Ring {
     let checkOwners = timeout === 0;
     for (;;) {
       // Spin a little without the mutex: a busy producer refills before we would have slept.
-      for (let n = 0; n < SPINS && !this.readyHint() && w[CLOSED] === 0; n++);
+      this.spinUntilReady();
       yield* this.locked();
       // Read before looking: a publish after the look bumps it, so the sleep below returns at once.
       const seen = Atomics.load(w, NOT_EMPTY);

@@ -313,8 +313,11 @@ export class Lock extends Acquirable {
     return (Atomics.load(this.w, 0) & OWNER_MASK & ~WAITERS) === SELF;
   }
 
-  /** @internal The contended path, shared by both forms; `spins` before the first sleep. */
-  *acquirePlan(blocking: boolean, timeout: number | undefined, spins = SPINS): WaitPlan<boolean> {
+  /**
+   * Tries `spins` times to take it; a function of its own so that V8 compiles this small loop
+   * when it runs hot (OSR), not the whole generator around it.
+   */
+  private spinAcquire(spins: number): boolean {
     const w = this.w;
     for (let n = 0; n < spins; n++) {
       if (Atomics.load(w, 0) === 0 && Atomics.compareExchange(w, 0, 0, SELF) === 0) {
@@ -322,6 +325,13 @@ export class Lock extends Acquirable {
         return true;
       }
     }
+    return false;
+  }
+
+  /** @internal The contended path, shared by both forms; `spins` before the first sleep. */
+  *acquirePlan(blocking: boolean, timeout: number | undefined, spins = SPINS): WaitPlan<boolean> {
+    const w = this.w;
+    if (this.spinAcquire(spins)) return true;
     const deadline = deadlineAfter(blocking ? timeout : 0);
     let checkOwner = true;
     for (;;) {
