@@ -524,7 +524,6 @@ export class Ring {
     }
   }
 
-  /** Spins while the oldest frame is being written (BUSY), so a short copy costs no sleep. */
   // The spin loops live in small functions of their own: a hot loop makes V8 compile its
   // function on the spot (OSR), and inside getPlan or putPlan that meant compiling the whole
   // generator, 10-50 ms of a compiler thread on a 2-core machine whose both cores were busy.
@@ -541,6 +540,7 @@ export class Ring {
     for (let n = 0; n < SPINS && !this.readyHint() && w[CLOSED] === 0; n++);
   }
 
+  /** Spins while the oldest frame is being written (BUSY), so a short copy costs no sleep. */
   private spinWhileBusy(): void {
     const w = this.w;
     const end = performance.now() + BUSY_SPIN_MS;
