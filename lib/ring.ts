@@ -121,6 +121,12 @@ export class RingClosed extends Error {
   override name = 'RingClosed';
 }
 
+/** Where a payload is copied out to: the caller's buffer when it asked for bytes and they fit, else a new one. */
+function copyTarget(into: Destination | undefined, kind: Kind, len: number): Uint8Array {
+  const fits = into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
+  return fits ? into.target.subarray(into.offset, into.offset + len) : Buffer.allocUnsafe(len);
+}
+
 function frameSize(length: number): number {
   return FRAME_HEAD + ((length + 15) & ~15);
 }
@@ -441,9 +447,7 @@ export class Ring {
     const len = claimed[1];
     const kind = claimed[2] as Kind;
     if (kind === Kind.Number) return { kind, bytes: NUMBER_BYTES, num: claimed[3] };
-    // As read(): into the caller's buffer when it asked for bytes and they fit, else a new one.
-    const fits = into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
-    const out = fits ? into.target.subarray(into.offset, into.offset + len) : Buffer.allocUnsafe(len);
+    const out = copyTarget(into, kind, len);
     native.ringTake(this.seg.buffer, pos, out, process.pid);
     return { kind, bytes: out };
   }
@@ -703,10 +707,8 @@ export class Ring {
     const kind = ((this.fw[i + F_STATE] >>> 8) & 0xff) as Kind;
     const start = (pos + FRAME_HEAD) & this.mask;
     if (kind === Kind.Number) return { kind, bytes: NUMBER_BYTES, num: this.view.getFloat64(start, true) };
-    // Copied out of shared memory before anyone may overwrite it (v8.deserialize would alias it):
-    // into the caller's buffer when it asked for bytes and they fit, else into a new one.
-    const fits = into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
-    const out = fits ? into.target.subarray(into.offset, into.offset + len) : Buffer.allocUnsafe(len);
+    // Copied out of shared memory before anyone may overwrite it (v8.deserialize would alias it).
+    const out = copyTarget(into, kind, len);
     const first = Math.min(len, this.capacity - start);
     out.set(this.bytes.subarray(start, start + first), 0);
     if (first < len) out.set(this.bytes.subarray(0, len - first), first);

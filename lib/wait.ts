@@ -26,11 +26,12 @@ let dispatcherInstalled = false;
 // exit and a cold cache: 40-70 µs on a 2-core VM whose C floor is ~21 µs. A loop that is still
 // turning sees the word change within a turn (a few µs). So an async wait first polls its word
 // between event-loop turns, for up to the window, when the last wait on that word was answered
-// inside it ("the other side was active a moment ago"). A window that runs out, or one spent
-// preempted by other work, skips the next 1, 2, 4 ... 64 windows on that word (SpinBudget):
-// an idle wait polls once and then sleeps, and a busy machine is not made busier.
+// inside it ("the other side was active a moment ago"). A window that runs out, one spent
+// preempted by other work, or a change another waiter won skips the next 1, 2, 4 ... 64 windows
+// on that word (SpinBudget): an idle wait polls once and then sleeps, and a busy machine is not
+// made busier. ...Sync waits never poll.
 const MAX_POLL_MS = 1000;
-export const DEFAULT_POLL_MS = 2;
+const DEFAULT_POLL_MS = 2;
 let pollMs = pollFromEnv();
 /** Budgets per word: a Map per buffer; past the bound, the oldest word's is forgotten. */
 const budgets = new WeakMap<ArrayBuffer, Map<number, SpinBudget>>();
@@ -92,7 +93,7 @@ export function waitSync(req: WaitRequest): WaitResult {
   return native.futexWait(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout);
 }
 
-/** The poll (or spin) window for this wait: 0 when polling is off or this word's budget says skip. */
+/** The poll window for this wait: 0 when polling is off or this word's budget says skip. */
 function windowFor(req: WaitRequest): { budget: SpinBudget | undefined; window: number } {
   if (pollMs === 0 || req.timeout === 0) return { budget: undefined, window: 0 };
   const budget = budgetOf(req);

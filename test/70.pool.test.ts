@@ -2,7 +2,7 @@ import * as path from 'path';
 import { inspect } from 'util';
 
 import * as mp from '../dist';
-import { eventually, FIXTURES, isAlive, poolsEndedAfterEach, runFixture } from './helpers';
+import { endlessInput, eventually, FIXTURES, isAlive, poolsEndedAfterEach, runFixture } from './helpers';
 
 const JOBS = path.join(FIXTURES, 'jobs.js');
 
@@ -88,26 +88,15 @@ describe('Pool: the calls', () => {
 
   test('imap reads its input lazily: breaking out stops reading an endless input', async () => {
     const p = pool({ processes: 2 });
-    let read = 0;
-    let finished = false;
-    function* endless() {
-      try {
-        for (let i = 0; ; i++) {
-          read++;
-          yield i;
-        }
-      } finally {
-        finished = true;
-      }
-    }
+    const input = endlessInput();
     const got: number[] = [];
-    for await (const v of p.imap((x: number) => x + 1, endless())) {
+    for await (const v of p.imap((x: number) => x + 1, input.items)) {
       got.push(v);
       if (got.length === 5) break;
     }
     expect(got).toEqual([1, 2, 3, 4, 5]);
-    expect(finished).toBe(true);
-    expect(read).toBeLessThan(200);
+    expect(input.finished).toBe(true);
+    expect(input.read).toBeLessThan(200);
     // The pool goes on.
     expect(await p.apply((x: number) => x, [3])).toBe(3);
   });

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import * as mp from '../dist';
-import { poolsEndedAfterEach } from './helpers';
+import { endlessInput, poolsEndedAfterEach } from './helpers';
 import { signJob } from '../dist/backends/bullmq-wire';
 import {
   cleanUp, counts, describeWithRedis, eventsSince, JOBS, lastEventId, Redis, redisClient, runWorkerToEnd, startWorker, tempDir, WorkerProcess,
@@ -137,26 +137,15 @@ describeWithRedis('Pool on BullMQ: the calls', () => {
 
   test('imap keeps a bounded window in flight: breaking out stops reading an endless input', async () => {
     const p = remote(redis, 'calls', { allowSource: true });
-    let read = 0;
-    let finished = false;
-    function* endless() {
-      try {
-        for (let i = 0; ; i++) {
-          read++;
-          yield i;
-        }
-      } finally {
-        finished = true;
-      }
-    }
+    const input = endlessInput();
     const got: number[] = [];
-    for await (const v of p.imap(jobs.square, endless())) {
+    for await (const v of p.imap(jobs.square, input.items)) {
       got.push(v);
       if (got.length === 10) break;
     }
     expect(got).toEqual([0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
-    expect(finished).toBe(true);
-    expect(read).toBeLessThan(100);
+    expect(input.finished).toBe(true);
+    expect(input.read).toBeLessThan(100);
     expect(await p.apply(jobs.square, [3])).toBe(9);
   });
 

@@ -28,6 +28,22 @@ export function ourShmNames(): string[] {
   return fs.readdirSync('/dev/shm').filter((n) => n.startsWith(tree) || n.startsWith('nmpu_') || n.startsWith('nmptest_'));
 }
 
+/** 0, 1, 2 … for ever, counting how many were read and whether the reader closed it. */
+export function endlessInput(): { items: Generator<number>; read: number; finished: boolean } {
+  const counts = { read: 0, finished: false };
+  function* items(): Generator<number> {
+    try {
+      for (let i = 0; ; i++) {
+        counts.read++;
+        yield i;
+      }
+    } finally {
+      counts.finished = true;
+    }
+  }
+  return Object.assign(counts, { items: items() });
+}
+
 /** Live (non-zombie) children of `pid`, from /proc. */
 export function childrenOf(pid: number): Array<{ pid: number; comm: string }> {
   const out: Array<{ pid: number; comm: string }> = [];

@@ -1,6 +1,5 @@
 // JS boundary of futex.h and waiter.h. The uncontended paths of every lock live in JS (Atomics on
 // the shared words); JS calls down here only to sleep or to wake sleepers.
-#include <time.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -88,30 +87,39 @@ struct UringPoll {
 
 namespace {
 
-void OnUringReadable(uv_poll_t* handle, int status, int events) {
-  auto* up = static_cast<UringPoll*>(handle->data);
-  Napi::Env env(up->env);
+// Hands completions to JS from an event-loop callback, inside a callback scope, so that the
+// promises resolved run their reactions before we return. The JS dispatcher never throws:
+// anything failing here fails because Node is tearing the environment down, with nobody to tell.
+void DeliverInScope(Napi::Env env, Napi::AsyncContext& context, std::vector<Waiter::Completion> done) {
   Napi::HandleScope scope(env);
-  // A callback scope, so that the promises resolved below run their reactions before we return.
-  Napi::CallbackScope callback(env, *up->context);
-  // The JS dispatcher never throws: anything failing here fails because Node is tearing the
-  // environment down, when there is nobody left to tell.
+  Napi::CallbackScope callback(env, context);
   try {
-    DeliverWaits(env, up->waiter->Drain());
+    DeliverWaits(env, std::move(done));
   } catch (...) {
   }
 }
 
-void CloseUring(napi_async_cleanup_hook_handle hook, void* data) {
-  auto* up = static_cast<UringPoll*>(data);
-  Addon* addon = Napi::Env(up->env).GetInstanceData<Addon>();
-  if (addon != nullptr) addon->uring = nullptr;
-  uv_poll_stop(&up->handle);
-  uv_close(reinterpret_cast<uv_handle_t*>(&up->handle), [](uv_handle_t* h) {
-    auto* closed = static_cast<UringPoll*>(h->data);
+// The environment's async cleanup hook for a loop handle it owns (UringPoll, WaitPoll): the
+// Addon forgets it, uv_close stops it, and the close callback frees it (closing a UringPoll's
+// ring makes the kernel drop the waits still pending).
+template <typename Owner>
+void CloseOwned(Owner* owner, Owner* Addon::*slot) {
+  Addon* addon = Napi::Env(owner->env).GetInstanceData<Addon>();
+  if (addon != nullptr) addon->*slot = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(&owner->handle), [](uv_handle_t* h) {
+    auto* closed = static_cast<Owner*>(h->data);
     napi_remove_async_cleanup_hook(closed->cleanup);
-    delete closed;  // closes the ring: the kernel drops the waits still pending
+    delete closed;
   });
+}
+
+void OnUringReadable(uv_poll_t* handle, int status, int events) {
+  auto* up = static_cast<UringPoll*>(handle->data);
+  DeliverInScope(Napi::Env(up->env), *up->context, up->waiter->Drain());
+}
+
+void CloseUring(napi_async_cleanup_hook_handle hook, void* data) {
+  CloseOwned(static_cast<UringPoll*>(data), &Addon::uring);
 }
 
 // io_uring with its fd polled by this environment's event loop, or null where the kernel (or a
@@ -143,8 +151,6 @@ void ArmWait(Addon* addon, uint64_t id, uint32_t* word, uint32_t expected, int64
   if (addon->uring != nullptr) addon->uring->waiter->Add(id, word, expected, timeout_ms);
   else addon->waiter->Add(id, word, expected, timeout_ms);
 }
-
-
 
 }  // namespace
 
@@ -212,25 +218,11 @@ void OnPollTurn(uv_idle_t* handle) {
   }
   wp->entries.resize(keep);
   if (wp->entries.empty()) uv_idle_stop(&wp->handle);
-  if (done.empty()) return;
-  Napi::HandleScope scope(env);
-  Napi::CallbackScope callback(env, *wp->context);
-  try {
-    DeliverWaits(env, std::move(done));
-  } catch (...) {
-  }
+  if (!done.empty()) DeliverInScope(env, *wp->context, std::move(done));
 }
 
 void ClosePoll(napi_async_cleanup_hook_handle hook, void* data) {
-  auto* wp = static_cast<WaitPoll*>(data);
-  Addon* addon = Napi::Env(wp->env).GetInstanceData<Addon>();
-  if (addon != nullptr) addon->poll = nullptr;
-  uv_idle_stop(&wp->handle);
-  uv_close(reinterpret_cast<uv_handle_t*>(&wp->handle), [](uv_handle_t* h) {
-    auto* closed = static_cast<WaitPoll*>(h->data);
-    napi_remove_async_cleanup_hook(closed->cleanup);
-    delete closed;
-  });
+  CloseOwned(static_cast<WaitPoll*>(data), &Addon::poll);
 }
 
 WaitPoll* EnsurePoll(Napi::Env env, Addon* addon) {
