@@ -56,7 +56,15 @@ export interface Binding {
   ringTryPut(segment: ArrayBuffer, bytes: Uint8Array, kind: number, counted: boolean, lockId: number, start: number, pid: number): number;
   /** On 0, `out` holds [position, length, kind, number]; a number's frame is already finished. */
   ringTryClaim(segment: ArrayBuffer, lockId: number, start: number, pid: number, out: Float64Array): number;
-  ringTake(segment: ArrayBuffer, position: number, dest: Uint8Array, pid: number): void;
+  ringTake(segment: ArrayBuffer, position: number, dest: Uint8Array, destOffset: number, length: number, pid: number): void;
+  /** ringTake into a new Buffer of `length` bytes. */
+  ringTakeCopy(segment: ArrayBuffer, position: number, length: number, pid: number): Buffer;
+  /** Spins up to `microseconds` until a frame is ready or the ring closes: whether one is ready. */
+  ringSpinUntilReady(segment: ArrayBuffer, microseconds: number): boolean;
+  /** Spins up to `microseconds` while the oldest frame is being written: whether it is ready now. */
+  ringSpinWhileBusy(segment: ArrayBuffer, microseconds: number): boolean;
+  /** Spins up to `microseconds` while header word `word` holds `seen` and the ring is open: whether it changed. */
+  ringSpinWhile(segment: ArrayBuffer, word: number, seen: number, microseconds: number): boolean;
   // spawn.h, tracker.h
   spawn(options: SpawnOptions): { pid: number; pidfd: number };
   tryReap(pid: number): ReapResult | null;

@@ -86,8 +86,8 @@ class Sender {
     return err instanceof RingClosed ? new Error(this.closedMessage) : err;
   }
 
-  private prepare(item: unknown, what: string): Frame {
-    const frame = encodeItem(item, what);
+  /** An encoded frame, made ready for the ring: spilled out of line if too large for it. */
+  private prepare(frame: Frame): Frame {
     if (!this.ring.outOfLine(frame.bytes.length)) return frame;
     try {
       return { ...this.ring.spill(frame), undo: frame.undo };
@@ -104,7 +104,7 @@ class Sender {
   }
 
   putSync(item: unknown, timeout: number | undefined, what: string): void {
-    const frame = this.prepare(item, what);
+    const frame = this.prepare(encodeItem(item, what));
     let ok: boolean;
     try {
       ok = (this.waiting === 0 && this.ring.tryPut(frame, this.countTask)) || runSync(this.ring.putPlan(frame, timeout, this.countTask));
@@ -119,10 +119,21 @@ class Sender {
   }
 
   put(item: unknown, timeout: number | undefined, signal: AbortSignal | undefined, what: string): Promise<void> {
-    let prepared: Frame | undefined;
+    let encoded: Frame;
     try {
       if (signal?.aborted) throw abortError(signal);
-      prepared = this.prepare(item, what);
+      encoded = encodeItem(item, what);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.putFrame(encoded, timeout, signal);
+  }
+
+  /** put() of an encoded frame (sendBytes makes its own: raw bytes, with no Buffer made of them). */
+  putFrame(encoded: Frame, timeout: number | undefined, signal: AbortSignal | undefined): Promise<void> {
+    let prepared: Frame | undefined;
+    try {
+      prepared = this.prepare(encoded);
       // Nothing in line, the mutex free and room now: done before this call returns. Anything else
       // waits on the event loop (a sync try would block it while another process holds the mutex).
       if (this.waiting === 0 && this.ring.tryPut(prepared, this.countTask)) {
@@ -434,8 +445,9 @@ export class Connection<T = unknown> {
       const end = size === undefined ? buf.length : offset + size;
       if (!Number.isInteger(offset) || offset < 0 || offset > buf.length) throw new RangeError(`sendBytes(): offset ${offset} is out of range`);
       if (!Number.isInteger(end) || end < offset || end > buf.length) throw new RangeError(`sendBytes(): size ${size} is out of range`);
-      const bytes = Buffer.from(buf.buffer, buf.byteOffset + offset, end - offset);
-      return this.sender!.put(bytes, undefined, undefined, 'bytes');
+      // The caller's own array when it is sent whole: no view made per message.
+      const bytes = offset === 0 && end === buf.length ? buf : new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset);
+      return this.sender!.putFrame({ kind: Kind.Bytes, bytes }, undefined, undefined);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -571,10 +583,11 @@ function destination(buffer: unknown, offset: unknown, caller = 'recvBytesInto()
 }
 
 /**
- * A taken frame's bytes, in `into` (where the ring copied them already, unless they came out of
- * line): their length. Not bytes: TypeError; too large: BufferTooShort, carrying them.
+ * A taken frame's bytes, in `into` (where the ring copied them already when they fitted: `copied`):
+ * their length. Not bytes: TypeError; too large: BufferTooShort, carrying them.
  */
 function bytesInto(ring: Ring, taken: Frame, into: Destination, caller: string, what: string, hint: string): number {
+  if (taken.copied !== undefined) return taken.copied;
   const frame = taken.kind === Kind.OutOfLine ? ring.unspill(taken.bytes) : taken;
   if (frame.kind !== Kind.Bytes) throw new TypeError(`${caller}: ${what} is ${describe(decodeFrame(frame))}, not bytes ${hint}`);
   const n = frame.bytes.length;
@@ -582,9 +595,7 @@ function bytesInto(ring: Ring, taken: Frame, into: Destination, caller: string, 
   if (n > room) {
     throw new BufferTooShort(`${caller}: ${what} has ${n} bytes, the buffer has room for ${room}`, Buffer.from(frame.bytes));
   }
-  if (frame.bytes.buffer !== into.target.buffer || frame.bytes.byteOffset !== into.target.byteOffset + into.offset) {
-    into.target.set(frame.bytes, into.offset);
-  }
+  into.target.set(frame.bytes, into.offset);
   return n;
 }
 

@@ -67,9 +67,10 @@ const COPY_UNDER_LOCK = 256;
 const EMPTY = -1;
 const BUSY = -2;       // the oldest frame is being written by a live producer
 
-const SPINS = 2000;
-/** How long to spin for a frame being written: a 64 KiB copy takes ~5-10 µs, a sleep and wake ~30. */
-const BUSY_SPIN_MS = 0.05;
+/** How long to spin for a frame or for room before sleeping, µs: a sleep and its wake cost 20-70. */
+const SPIN_US = 10;
+/** How long to spin for a frame being written, µs: a 64 KiB copy takes ~5-10. */
+const BUSY_SPIN_US = 50;
 const LOCK_SPINS = 20000;
 /** A producer waiting for room looks again this often (consumers wake it only at half empty). */
 const PUT_SLICE_MS = 5;
@@ -105,6 +106,11 @@ export interface Frame {
   num?: number;
   /** Gives back what the message took for the shared objects in it, if it is not put after all. */
   undo?: () => void;
+  /**
+   * Set by a get given a Destination that the payload fitted: it was copied there, at its offset,
+   * and is this many bytes long (`bytes` is then the destination's whole buffer).
+   */
+  copied?: number;
 }
 
 /** Stands for a number's 8 payload bytes where only their length matters. */
@@ -121,10 +127,13 @@ export class RingClosed extends Error {
   override name = 'RingClosed';
 }
 
-/** Where a payload is copied out to: the caller's buffer when it asked for bytes and they fit, else a new one. */
-function copyTarget(into: Destination | undefined, kind: Kind, len: number): Uint8Array {
-  const fits = into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
-  return fits ? into.target.subarray(into.offset, into.offset + len) : Buffer.allocUnsafe(len);
+/**
+ * Whether a payload goes straight to the caller's buffer: it asked for bytes and they fit. Else
+ * the get copies it to a new Buffer. (Copied at the destination's offset, with no view of it made:
+ * a subarray per message was the largest code V8 compiled on this path.)
+ */
+function fitsInto(into: Destination | undefined, kind: Kind, len: number): into is Destination {
+  return into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
 }
 
 function frameSize(length: number): number {
@@ -447,9 +456,11 @@ export class Ring {
     const len = claimed[1];
     const kind = claimed[2] as Kind;
     if (kind === Kind.Number) return { kind, bytes: NUMBER_BYTES, num: claimed[3] };
-    const out = copyTarget(into, kind, len);
-    native.ringTake(this.seg.buffer, pos, out, process.pid);
-    return { kind, bytes: out };
+    if (fitsInto(into, kind, len)) {
+      native.ringTake(this.seg.buffer, pos, into.target, into.offset, len, process.pid);
+      return { kind, bytes: into.target, copied: len };
+    }
+    return { kind, bytes: native.ringTakeCopy(this.seg.buffer, pos, len, process.pid) };
   }
 
   private tryGetHere(into?: Destination): Frame | null {
@@ -528,29 +539,12 @@ export class Ring {
     }
   }
 
-  // The spin loops live in small functions of their own: a hot loop makes V8 compile its
-  // function on the spot (OSR), and inside getPlan or putPlan that meant compiling the whole
-  // generator, 10-50 ms of a compiler thread on a 2-core machine whose both cores were busy.
+  // The spins are native (ring.h): a JS spin loop was the first code V8 compiled, and on a
+  // 2-core machine its compiler threads took the cores both ends of a busy queue needed.
 
   /** Spins while word `i` holds `seen` and the ring is open; true once it changed. */
   private spinWhile(i: number, seen: number): boolean {
-    const w = this.w;
-    for (let n = 0; n < SPINS && Atomics.load(w, i) === seen && w[CLOSED] === 0; n++);
-    return Atomics.load(w, i) !== seen;
-  }
-
-  private spinUntilReady(): void {
-    const w = this.w;
-    for (let n = 0; n < SPINS && !this.readyHint() && w[CLOSED] === 0; n++);
-  }
-
-  /** Spins while the oldest frame is being written (BUSY), so a short copy costs no sleep. */
-  private spinWhileBusy(): void {
-    const w = this.w;
-    const end = performance.now() + BUSY_SPIN_MS;
-    for (let n = 1; !this.readyHint() && Atomics.load(w, CLAIM) !== Atomics.load(w, RESERVE); n++) {
-      if ((n & 63) === 0 && performance.now() > end) return;
-    }
+    return native.ringSpinWhile(this.seg.buffer, i, seen, SPIN_US);
   }
 
   /**
@@ -567,7 +561,7 @@ export class Ring {
     let checkOwners = timeout === 0;
     for (;;) {
       // Spin a little without the mutex: a busy producer refills before we would have slept.
-      this.spinUntilReady();
+      native.ringSpinUntilReady(this.seg.buffer, SPIN_US);
       yield* this.locked();
       // Read before looking: a publish after the look bumps it, so the sleep below returns at once.
       const seen = Atomics.load(w, NOT_EMPTY);
@@ -589,10 +583,7 @@ export class Ring {
       // Frames claimed by others and not done: if one of them dies, its frame comes back.
       const inFlight = Atomics.load(w, HEAD) !== w[CLAIM];
       this.lock.release();
-      if (pos === BUSY) {
-        this.spinWhileBusy();
-        if (this.readyHint()) continue;
-      }
+      if (pos === BUSY && native.ringSpinWhileBusy(this.seg.buffer, BUSY_SPIN_US)) continue;
       this.sleepingOn(SLEPT_GET, seen);
       // Even with nothing in flight now: a consumer may claim a frame and die while we sleep.
       const cap = pos === BUSY || inFlight ? OWNER_CHECK_MS : watchWriter ? WRITER_CHECK_MS : IDLE_CHECK_MS;
@@ -708,10 +699,12 @@ export class Ring {
     const start = (pos + FRAME_HEAD) & this.mask;
     if (kind === Kind.Number) return { kind, bytes: NUMBER_BYTES, num: this.view.getFloat64(start, true) };
     // Copied out of shared memory before anyone may overwrite it (v8.deserialize would alias it).
-    const out = copyTarget(into, kind, len);
+    const fits = fitsInto(into, kind, len);
+    const out = fits ? into.target : Buffer.allocUnsafe(len);
+    const at = fits ? into.offset : 0;
     const first = Math.min(len, this.capacity - start);
-    out.set(this.bytes.subarray(start, start + first), 0);
-    if (first < len) out.set(this.bytes.subarray(0, len - first), first);
-    return { kind, bytes: out };
+    out.set(this.bytes.subarray(start, start + first), at);
+    if (first < len) out.set(this.bytes.subarray(0, len - first), at + first);
+    return fits ? { kind, bytes: out, copied: len } : { kind, bytes: out };
   }
 }

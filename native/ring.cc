@@ -15,6 +15,26 @@ inline void Store(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ
 inline uint32_t Plain(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 inline void SetPlain(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Spins while `busy()` holds, at most `ns`; the clock is read every 32 turns. True if it ended
+// because `busy()` stopped holding.
+template <typename Busy>
+bool SpinFor(int64_t ns, Busy busy) {
+  int64_t deadline = futex::MonotonicNowNs() + ns;
+  for (unsigned n = 1;; ++n) {
+    if (!busy()) return true;
+    if ((n & 31) == 0 && futex::MonotonicNowNs() >= deadline) return !busy();
+    CpuRelax();
+  }
+}
+
 }  // namespace
 
 View::View(void* base, size_t size)
@@ -65,6 +85,27 @@ void View::CopyIn(uint32_t pos, const uint8_t* bytes, uint32_t n) {
   if (first < n) memcpy(data_, bytes + first, n - first);
 }
 
+// ring.ts readyHint(): is the oldest unclaimed frame ready? Read without the mutex.
+bool View::ReadyHint() const {
+  uint32_t at = Load(Word(kClaim));
+  if (at == Load(Word(kReserve))) return false;
+  return (Load(Frame(at) + kState) & kStateMask) != kWriting;
+}
+
+bool View::SpinUntilReady(int64_t ns) const {
+  return SpinFor(ns, [this] { return !ReadyHint() && Load(Word(kClosed)) == 0; }) && ReadyHint();
+}
+
+bool View::SpinWhileBusy(int64_t ns) const {
+  SpinFor(ns, [this] { return !ReadyHint() && Load(Word(kClaim)) != Load(Word(kReserve)); });
+  return ReadyHint();
+}
+
+bool View::SpinWhile(int word, uint32_t seen, int64_t ns) const {
+  SpinFor(ns, [this, word, seen] { return Load(Word(word)) == seen && Load(Word(kClosed)) == 0; });
+  return Load(Word(word)) != seen;
+}
+
 bool View::ClaimedBy(uint32_t pos, uint32_t pid) const {
   const uint32_t* f = Frame(pos);
   return (Load(f + kState) & kStateMask) == kReading && Plain(f + kPid) == pid;
@@ -76,6 +117,8 @@ void View::CopyOut(uint32_t pos, uint8_t* dest, uint32_t n) const {
   memcpy(dest, data_ + start, first);
   if (first < n) memcpy(dest + first, data_, n - first);
 }
+
+uint32_t View::LengthAt(uint32_t pos) const { return Plain(Frame(pos) + kLength); }
 
 double View::NumberAt(uint32_t pos) const {
   double value;

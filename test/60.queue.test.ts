@@ -709,6 +709,24 @@ describe('Pipe', () => {
     await expect(reader.recvBytesInto(buf, buf.length + 1)).rejects.toThrow(RangeError);
   });
 
+  test('sendBytes takes any Uint8Array, whole or a part of it, and the reader gets just those bytes', async () => {
+    const [reader, writer] = mp.Pipe({ duplex: false });
+    // Over the 256 bytes copied under the ring's mutex: the native put and take.
+    const big = new Uint8Array(3000).map((_, i) => (i * 7) & 0xff);
+    await writer.sendBytes(big);
+    await writer.sendBytes(big, 1000, 500);
+    await writer.sendBytes(new Uint8Array([1, 2, 3]));
+    const whole = await reader.recvBytes();
+    expect(Buffer.isBuffer(whole)).toBe(true);
+    expect(whole.equals(Buffer.from(big))).toBe(true);
+    expect(reader.recvBytesSync().equals(Buffer.from(big.subarray(1000, 1500)))).toBe(true);
+    expect([...(await reader.recvBytes())]).toEqual([1, 2, 3]);
+    // The sender's array is not held: changing it after the send changes nothing received.
+    await writer.sendBytes(big);
+    big.fill(0);
+    expect((await reader.recvBytes())[1]).toBe(7);
+  });
+
   test('bad input', async () => {
     expect(() => mp.Pipe({ duplex: 'yes' as any })).toThrow(TypeError);
     const [a] = mp.Pipe();

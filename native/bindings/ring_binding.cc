@@ -1,6 +1,6 @@
 // JS boundary of ring.h: the uncontended put and take of lib/ring.ts, one call each (a take of
-// bytes is two: claim, then copy into the Buffer JS allocated, which Node's pool makes cheap for
-// small ones). A status below zero sends the caller down ring.ts's slow path.
+// bytes is two: claim, then copy into the caller's buffer or one JS allocated, which Node's pool
+// makes cheap for small ones). A status below zero sends the caller down ring.ts's slow path.
 #include "../ring.h"
 
 #include "../addon.h"
@@ -77,28 +77,100 @@ Napi::Value RingTryClaim(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ring::kOk);
 }
 
-// ringTake(segment, position, dest: Uint8Array, pid): copies the payload of the frame this process
-// claimed at `position` (dest's length of it) into dest, then finishes the frame.
+// ringTake(segment, position, dest: Uint8Array, destOffset, length, pid): copies `length` payload
+// bytes of the frame this process claimed at `position` into dest at destOffset, then finishes the
+// frame. The offset is ours, not a subarray's: a view per message was what V8 compiled most.
 Napi::Value RingTake(const Napi::CallbackInfo& info) {
-  RequireArgs(info, 4, "ringTake");
+  RequireArgs(info, 6, "ringTake");
   ring::View view = ViewArg(info, 0);
   int64_t pos = IntArg(info, 1, "position");
   Napi::Uint8Array dest = BytesArg(info, 2, "dest");
-  auto pid = static_cast<uint32_t>(IntArg(info, 3, "pid"));
+  int64_t offset = IntArg(info, 3, "destOffset");
+  int64_t length = IntArg(info, 4, "length");
+  auto pid = static_cast<uint32_t>(IntArg(info, 5, "pid"));
   if (!view.valid()) throw Napi::Error::New(info.Env(), "ringTake: the ring is closed");
-  if (pos < 0 || pos % 16 != 0 || pos >= view.capacity() || dest.ElementLength() > view.capacity()) {
+  if (pos < 0 || pos % 16 != 0 || pos >= view.capacity() || length < 0 || length > view.capacity()) {
     throw Napi::RangeError::New(info.Env(), "ringTake: position or length out of the ring");
+  }
+  if (offset < 0 || offset > static_cast<int64_t>(dest.ElementLength()) - length) {
+    throw Napi::RangeError::New(info.Env(), "ringTake: destOffset and length reach past dest");
   }
   if (!view.ClaimedBy(static_cast<uint32_t>(pos), pid)) {
     throw Napi::Error::New(info.Env(), "ringTake: no frame claimed by this process there");
   }
+  if (static_cast<uint32_t>(length) > view.LengthAt(static_cast<uint32_t>(pos))) {
+    throw Napi::RangeError::New(info.Env(), "ringTake: length is more than the frame holds");
+  }
   try {
-    view.CopyOut(static_cast<uint32_t>(pos), dest.Data(), static_cast<uint32_t>(dest.ElementLength()));
+    view.CopyOut(static_cast<uint32_t>(pos), dest.Data() + offset, static_cast<uint32_t>(length));
     view.Finish(static_cast<uint32_t>(pos));
   } catch (const SysFail& f) {
     ThrowSysFail(info.Env(), f);
   }
   return info.Env().Undefined();
+}
+
+// ringTakeCopy(segment, position, length, pid) -> Buffer: ringTake into a new Buffer of `length`
+// bytes made here, uninitialised before the copy (Buffer.allocUnsafe in JS was most of what V8
+// compiled on a busy consumer's path).
+Napi::Value RingTakeCopy(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 4, "ringTakeCopy");
+  ring::View view = ViewArg(info, 0);
+  int64_t pos = IntArg(info, 1, "position");
+  int64_t length = IntArg(info, 2, "length");
+  auto pid = static_cast<uint32_t>(IntArg(info, 3, "pid"));
+  if (!view.valid()) throw Napi::Error::New(info.Env(), "ringTakeCopy: the ring is closed");
+  if (pos < 0 || pos % 16 != 0 || pos >= view.capacity() || length < 0 || length > view.capacity()) {
+    throw Napi::RangeError::New(info.Env(), "ringTakeCopy: position or length out of the ring");
+  }
+  if (!view.ClaimedBy(static_cast<uint32_t>(pos), pid)) {
+    throw Napi::Error::New(info.Env(), "ringTakeCopy: no frame claimed by this process there");
+  }
+  if (static_cast<uint32_t>(length) > view.LengthAt(static_cast<uint32_t>(pos))) {
+    throw Napi::RangeError::New(info.Env(), "ringTakeCopy: length is more than the frame holds");
+  }
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(info.Env(), static_cast<size_t>(length));
+  try {
+    view.CopyOut(static_cast<uint32_t>(pos), out.Data(), static_cast<uint32_t>(length));
+    view.Finish(static_cast<uint32_t>(pos));
+  } catch (const SysFail& f) {
+    ThrowSysFail(info.Env(), f);
+  }
+  return out;
+}
+
+// The spins take microseconds; a closed (detached) segment ends them at once.
+int64_t SpinNs(const Napi::CallbackInfo& info, size_t i) {
+  int64_t us = IntArg(info, i, "microseconds");
+  if (us < 0 || us > 1000000) throw Napi::RangeError::New(info.Env(), "ring spin: microseconds must be between 0 and 1000000");
+  return us * 1000;
+}
+
+// ringSpinUntilReady(segment, microseconds) -> whether a frame is ready to claim.
+Napi::Value RingSpinUntilReady(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 2, "ringSpinUntilReady");
+  ring::View view = ViewArg(info, 0);
+  int64_t ns = SpinNs(info, 1);
+  return Napi::Boolean::New(info.Env(), view.valid() && view.SpinUntilReady(ns));
+}
+
+// ringSpinWhileBusy(segment, microseconds) -> whether the oldest frame is ready now.
+Napi::Value RingSpinWhileBusy(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 2, "ringSpinWhileBusy");
+  ring::View view = ViewArg(info, 0);
+  int64_t ns = SpinNs(info, 1);
+  return Napi::Boolean::New(info.Env(), view.valid() && view.SpinWhileBusy(ns));
+}
+
+// ringSpinWhile(segment, word, seen, microseconds) -> whether header word `word` changed from `seen`.
+Napi::Value RingSpinWhile(const Napi::CallbackInfo& info) {
+  RequireArgs(info, 4, "ringSpinWhile");
+  ring::View view = ViewArg(info, 0);
+  int64_t word = IntArg(info, 1, "word");
+  if (word < 0 || word >= static_cast<int64_t>(ring::kHeaderBytes / 4)) throw Napi::RangeError::New(info.Env(), "ringSpinWhile: word is not a header word");
+  auto seen = static_cast<uint32_t>(IntArg(info, 2, "seen"));
+  int64_t ns = SpinNs(info, 3);
+  return Napi::Boolean::New(info.Env(), view.valid() && view.SpinWhile(static_cast<int>(word), seen, ns));
 }
 
 }  // namespace
@@ -107,6 +179,10 @@ void InitRing(Napi::Env env, Napi::Object exports) {
   exports.Set("ringTryPut", Napi::Function::New(env, RingTryPut, "ringTryPut"));
   exports.Set("ringTryClaim", Napi::Function::New(env, RingTryClaim, "ringTryClaim"));
   exports.Set("ringTake", Napi::Function::New(env, RingTake, "ringTake"));
+  exports.Set("ringTakeCopy", Napi::Function::New(env, RingTakeCopy, "ringTakeCopy"));
+  exports.Set("ringSpinUntilReady", Napi::Function::New(env, RingSpinUntilReady, "ringSpinUntilReady"));
+  exports.Set("ringSpinWhileBusy", Napi::Function::New(env, RingSpinWhileBusy, "ringSpinWhileBusy"));
+  exports.Set("ringSpinWhile", Napi::Function::New(env, RingSpinWhile, "ringSpinWhile"));
 }
 
 }  // namespace mp

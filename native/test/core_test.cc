@@ -370,6 +370,58 @@ void TestSpawn() {
 // The ring's native fast paths (what lib/ring.ts's tryPut/tryGet call): FIFO with payloads that
 // wrap around the end, room running out and coming back, closed, a held mutex, a frame still
 // being written, numbers, and the counters ring.ts keeps.
+// The spins before a sleep: each ends on its condition, or gives up after its time.
+void TestRingSpins(mp::ring::View& view, uint32_t* words, const mp::ring::Self& self, std::vector<uint8_t>& msg) {
+  namespace r = mp::ring;
+  const uint32_t mask = view.capacity() - 1;
+  r::View::Claimed c;
+  while (view.TryClaim(self, &c) == r::kOk) view.Finish(c.pos);
+  Check(!view.SpinUntilReady(200000), "ring: SpinUntilReady on an empty ring gives up: false");
+  Check(!view.SpinWhileBusy(200000), "ring: SpinWhileBusy on an empty ring: nothing ready, false");
+
+  // A put from another thread while the consumer spins: the spin sees it (a whole second allowed).
+  std::atomic<bool> spinning{false};
+  std::thread producer([&] {
+    while (!spinning.load()) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    view.TryPut(self, msg.data(), 300, r::kKindBytes, false);
+  });
+  spinning.store(true);
+  bool ready = view.SpinUntilReady(1000000000);
+  producer.join();
+  Check(ready && view.TryClaim(self, &c) == r::kOk && c.length == 300, "ring: SpinUntilReady returns true once a put lands");
+  Check(view.LengthAt(c.pos) == 300, "ring: LengthAt reads the frame's payload length");
+  view.Finish(c.pos);
+
+  // A frame still being written: SpinWhileBusy waits for its publish.
+  uint32_t at = words[r::kReserve];
+  Check(view.TryPut(self, msg.data(), 300, r::kKindBytes, false) == r::kOk, "ring: a put to be marked WRITING");
+  auto* state = reinterpret_cast<uint32_t*>(reinterpret_cast<uint8_t*>(words) + r::kHeaderBytes + (at & mask)) + r::kState;
+  uint32_t published = *state;
+  __atomic_store_n(state, (published & ~r::kStateMask) | r::kWriting, __ATOMIC_SEQ_CST);
+  Check(!view.SpinUntilReady(200000) && !view.SpinWhileBusy(200000), "ring: a frame being written is not ready; both spins give up");
+  std::thread publisher([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    __atomic_store_n(state, published, __ATOMIC_SEQ_CST);
+  });
+  bool published_seen = view.SpinWhileBusy(1000000000);
+  publisher.join();
+  Check(published_seen, "ring: SpinWhileBusy returns true once the frame is published");
+  Check(view.TryClaim(self, &c) == r::kOk, "ring: and it is claimed");
+  view.Finish(c.pos);
+
+  // SpinWhile: a header word that does not move gives up; one bumped by another thread ends it.
+  uint32_t seen = words[r::kNotFull];
+  Check(!view.SpinWhile(r::kNotFull, seen, 200000), "ring: SpinWhile on a word that stays gives up: false");
+  std::thread bumper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    __atomic_fetch_add(&words[r::kNotFull], 1, __ATOMIC_SEQ_CST);
+  });
+  bool moved = view.SpinWhile(r::kNotFull, seen, 1000000000);
+  bumper.join();
+  Check(moved, "ring: SpinWhile returns true once the word moves");
+}
+
 void TestRing() {
   namespace r = mp::ring;
   const size_t capacity = 4096;
@@ -469,6 +521,8 @@ void TestRing() {
   sw[r::kReserve] = 0;  // more in use than the ring holds
   Check(scribbled.TryPut(self, msg.data(), 10, r::kKindBytes, false) == r::kNoRoom, "ring: more in use than it holds means no room");
   delete[] exact;
+
+  TestRingSpins(view, words, self, msg);
 }
 
 int main() {
