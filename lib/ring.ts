@@ -535,7 +535,11 @@ export class Ring {
       // Spin a little for room before sleeping: a busy consumer makes it soon.
       if (this.spinWhile(NOT_FULL, seen)) continue;
       this.sleepingOn(SLEPT_PUT, seen);
-      yield this.at(NOT_FULL, seen, Math.min(left ?? PUT_SLICE_MS, PUT_SLICE_MS));
+      // Full by bytes, room comes back at half empty (take()): a wait of half a ring's copies,
+      // too long to poll through. At maxsize, the next get makes room: poll for it.
+      const max = w[MAXSIZE];
+      const poll = max > 0 && w[COUNT] >= max;
+      yield { ...this.at(NOT_FULL, seen, Math.min(left ?? PUT_SLICE_MS, PUT_SLICE_MS)), poll };
     }
   }
 

@@ -15,6 +15,12 @@ export interface WaitRequest {
   expected: number;
   /** Milliseconds; undefined waits for ever. */
   timeout: number | undefined;
+  /**
+   * false: an async wait sleeps at once, without polling first. For a wait whose answer is never
+   * a moment away (a producer waiting for half a ring to drain): its poll would only take a core
+   * from the side it waits for.
+   */
+  poll?: boolean;
 }
 
 export type WaitPlan<T> = Generator<WaitRequest, T, WaitResult>;
@@ -95,7 +101,7 @@ export function waitSync(req: WaitRequest): WaitResult {
 
 /** The poll window for this wait: 0 when polling is off or this word's budget says skip. */
 function windowFor(req: WaitRequest): { budget: SpinBudget | undefined; window: number } {
-  if (pollMs === 0 || req.timeout === 0) return { budget: undefined, window: 0 };
+  if (pollMs === 0 || req.timeout === 0 || req.poll === false) return { budget: undefined, window: 0 };
   const budget = budgetOf(req);
   return { budget, window: budget.begin() ? pollMs : 0 };
 }

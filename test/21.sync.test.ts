@@ -284,6 +284,11 @@ describe('async waits poll before they sleep', () => {
       abortedWhilePolling: 'AbortError',
       windowsAfterMisses: [5, 0, 5],  // a window that ran out skips the next one on that word
       windowsAfterLostRace: [5, 0],    // a change the plan did not get: a miss too
+      windowsWhenNotPolled: [0],       // a wait that asks not to poll
+      lastItemAfterBytesFull: 99,
+      windowsFullByBytes: [0],         // room comes back at half empty: never polled for
+      lastItemAfterMaxsize: 2,
+      firstWindowAtMaxsize: 5,         // room comes back with the next get: polled for
     });
     // After a hit the next wait polls again; after a contended one it does not. One hit in five
     // tries is uncontended even on a busy machine.
