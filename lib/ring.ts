@@ -395,6 +395,10 @@ export class Ring {
 
   /** Copies a claimed frame out (the mutex free), marks it done, and frees what it can. */
   private take(pos: number, into?: Destination): Frame {
+    const i = pos >>> 2;
+    const len = this.fw[i + F_LENGTH];
+    const kind = ((this.fw[i + F_STATE] >>> 8) & 0xff) as Kind;
+    if (len > COPY_UNDER_LOCK && kind !== Kind.Number) return this.takeNative(pos, len, kind, into);
     const frame = this.read(pos, into);
     const state = (pos >>> 2) + F_STATE;
     Atomics.store(this.fw, state, (this.fw[state] & ~STATE_MASK) | DONE);
@@ -456,6 +460,11 @@ export class Ring {
     const len = claimed[1];
     const kind = claimed[2] as Kind;
     if (kind === Kind.Number) return { kind, bytes: NUMBER_BYTES, num: claimed[3] };
+    return this.takeNative(pos, len, kind, into);
+  }
+
+  /** take() of a claimed frame over 256 bytes, in C++: the copy, then the same stores as take(). */
+  private takeNative(pos: number, len: number, kind: Kind, into: Destination | undefined): Frame {
     if (fitsInto(into, kind, len)) {
       native.ringTake(this.seg.buffer, pos, into.target, into.offset, len, process.pid);
       return { kind, bytes: into.target, copied: len };
