@@ -5,7 +5,7 @@
 // also when several puts wait for room at once: each queue object keeps its blocked puts in line.
 import { describe, optionsOf } from './describe';
 import { abortError, BufferTooShort, EOFError, Empty, Full } from './errors';
-import { Destination, Frame, Kind, NUMBER_BYTES, Ring, RingClosed } from './ring';
+import { copyInto, Destination, Frame, Kind, NUMBER_BYTES, Ring, RingClosed, roomIn, trueLength } from './ring';
 import { Segment } from './segment';
 import { decode, kShare, registerKind, serializeMessage, ShareDescription } from './shared';
 import { checkSignal, checkTimeout, runAsync, runSync } from './wait';
@@ -29,7 +29,7 @@ function encodeItem(item: unknown, what: string): Frame {
       return { kind: item ? Kind.True : Kind.False, bytes: EMPTY_BYTES };
     default:
       if (item === null) return { kind: Kind.Null, bytes: EMPTY_BYTES };
-      if (Buffer.isBuffer(item)) return { kind: Kind.Bytes, bytes: item };
+      if (Buffer.isBuffer(item)) return { kind: Kind.Bytes, bytes: bytesToSend(item, 0, trueLength(item), what) };
       return serializedFrame(item, what);
   }
 }
@@ -442,12 +442,11 @@ export class Connection<T = unknown> {
     try {
       this.check('writer');
       if (!(buf instanceof Uint8Array)) throw new TypeError(`sendBytes(): expected a Buffer or Uint8Array, got ${describe(buf)}`);
-      const end = size === undefined ? buf.length : offset + size;
-      if (!Number.isInteger(offset) || offset < 0 || offset > buf.length) throw new RangeError(`sendBytes(): offset ${offset} is out of range`);
-      if (!Number.isInteger(end) || end < offset || end > buf.length) throw new RangeError(`sendBytes(): size ${size} is out of range`);
-      // The caller's own array when it is sent whole: no view made per message.
-      const bytes = offset === 0 && end === buf.length ? buf : new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset);
-      return this.sender!.putFrame({ kind: Kind.Bytes, bytes }, undefined, undefined);
+      const length = trueLength(buf);
+      const end = size === undefined ? length : offset + size;
+      if (!Number.isInteger(offset) || offset < 0 || offset > length) throw new RangeError(`sendBytes(): offset ${offset} is out of range`);
+      if (!Number.isInteger(end) || end < offset || end > length) throw new RangeError(`sendBytes(): size ${size} is out of range`);
+      return this.sender!.putFrame({ kind: Kind.Bytes, bytes: bytesToSend(buf, offset, end, 'sendBytes()') }, undefined, undefined);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -573,12 +572,37 @@ export class Connection<T = unknown> {
   }
 }
 
+/**
+ * The bytes of `buf` from `offset` to `end` as the ring will read them, each time it tries, until
+ * the put resolves: the caller's own array when it is sent whole and is a plain Buffer or
+ * Uint8Array of fixed length (no view made per message), else a plain view of fixed length. The
+ * ring reads the length once to reserve and again to copy: a subclass's or an own `length`, or a
+ * resizable buffer grown while the put waits, would write past the frame. An empty array may be
+ * detached: the view then throws.
+ */
+function bytesToSend(buf: Uint8Array, offset: number, end: number, caller: string): Uint8Array {
+  if (offset === 0 && end !== 0 && buf.length === end) {
+    const proto = Object.getPrototypeOf(buf);
+    const backing = buf.buffer as ArrayBuffer & { resizable?: boolean; growable?: boolean };
+    if ((proto === Buffer.prototype || proto === Uint8Array.prototype) && backing.resizable !== true && backing.growable !== true) {
+      return buf;
+    }
+  }
+  try {
+    return new Uint8Array(buf.buffer, buf.byteOffset + offset, end - offset);
+  } catch (err) {
+    if (buf.buffer.byteLength === 0) throw new TypeError(`${caller}: the array's buffer is detached (it was transferred)`);
+    throw err;
+  }
+}
+
 function destination(buffer: unknown, offset: unknown, caller = 'recvBytesInto()'): Destination {
   if (!ArrayBuffer.isView(buffer)) throw new TypeError(`${caller}: expected a Buffer, a typed array or a DataView, got ${describe(buffer)}`);
   // A Buffer or Uint8Array is its own target: no view allocated per read.
   const target = buffer instanceof Uint8Array ? buffer : new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  const length = trueLength(target);
   if (typeof offset !== 'number' || !Number.isInteger(offset)) throw new TypeError(`${caller}: offset must be an integer, got ${describe(offset)}`);
-  if (offset < 0 || offset > target.length) throw new RangeError(`${caller}: offset ${offset} is outside the buffer (${target.length} bytes)`);
+  if (offset < 0 || offset > length) throw new RangeError(`${caller}: offset ${offset} is outside the buffer (${length} bytes)`);
   return { target, offset };
 }
 
@@ -591,11 +615,11 @@ function bytesInto(ring: Ring, taken: Frame, into: Destination, caller: string, 
   const frame = taken.kind === Kind.OutOfLine ? ring.unspill(taken.bytes) : taken;
   if (frame.kind !== Kind.Bytes) throw new TypeError(`${caller}: ${what} is ${describe(decodeFrame(frame))}, not bytes ${hint}`);
   const n = frame.bytes.length;
-  const room = into.target.length - into.offset;
+  const room = roomIn(into);
   if (n > room) {
-    throw new BufferTooShort(`${caller}: ${what} has ${n} bytes, the buffer has room for ${room}`, Buffer.from(frame.bytes));
+    throw new BufferTooShort(`${caller}: ${what} has ${n} bytes, the buffer has room for ${Math.max(0, room)}`, Buffer.from(frame.bytes));
   }
-  into.target.set(frame.bytes, into.offset);
+  copyInto(into, frame.bytes);
   return n;
 }
 

@@ -99,6 +99,28 @@ export interface Destination {
   offset: number;
 }
 
+// The caller's array is measured and written only through these, never through its own
+// properties, and measured again at each take (an await earlier, it may have been resized or
+// transferred): a subclass, an own `length` or `set`, or a stale length would pass the JS check
+// and make the copy throw with the frame already claimed, stuck for good.
+const lengthGetter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), 'length')!.get!;
+const intrinsicSet = Uint8Array.prototype.set;
+
+/** Bytes from the destination's offset to its end, now (negative if it shrank below the offset). */
+export function roomIn(into: Destination): number {
+  return trueLength(into.target) - into.offset;
+}
+
+/** Copies `bytes` to a destination that has room for them. */
+export function copyInto(into: Destination, bytes: Uint8Array): void {
+  intrinsicSet.call(into.target, bytes, into.offset);
+}
+
+/** A typed array's element count, whatever it claims. */
+export function trueLength(array: ArrayBufferView): number {
+  return lengthGetter.call(array) as number;
+}
+
 export interface Frame {
   kind: Kind;
   /** The payload; for a Number, NUMBER_BYTES (its length) and the value in `num`. */
@@ -112,6 +134,9 @@ export interface Frame {
    */
   copied?: number;
 }
+
+/** Buffer.allocUnsafe takes a payload shorter than this from its pool (half of Buffer.poolSize). */
+const POOLED_UNDER = 4096;
 
 /** Stands for a number's 8 payload bytes where only their length matters. */
 export const NUMBER_BYTES = new Uint8Array(8);
@@ -132,8 +157,8 @@ export class RingClosed extends Error {
  * the get copies it to a new Buffer. (Copied at the destination's offset, with no view of it made:
  * a subarray per message was the largest code V8 compiled on this path.)
  */
-function fitsInto(into: Destination | undefined, kind: Kind, len: number): into is Destination {
-  return into !== undefined && kind === Kind.Bytes && len <= into.target.length - into.offset;
+function fitsInto(into: Destination | undefined, kind: Kind, len: number): boolean {
+  return into !== undefined && kind === Kind.Bytes && len !== 0 && len <= roomIn(into);
 }
 
 function frameSize(length: number): number {
@@ -466,8 +491,14 @@ export class Ring {
   /** take() of a claimed frame over 256 bytes, in C++: the copy, then the same stores as take(). */
   private takeNative(pos: number, len: number, kind: Kind, into: Destination | undefined): Frame {
     if (fitsInto(into, kind, len)) {
-      native.ringTake(this.seg.buffer, pos, into.target, into.offset, len, process.pid);
-      return { kind, bytes: into.target, copied: len };
+      native.ringTake(this.seg.buffer, pos, into!.target, into!.offset, len, process.pid);
+      return { kind, bytes: into!.target, copied: len };
+    }
+    if (len < POOLED_UNDER) {
+      // Carved from Node's shared pool (a new backing store per payload costs more this small).
+      const out = Buffer.allocUnsafe(len);
+      native.ringTake(this.seg.buffer, pos, out, 0, len, process.pid);
+      return { kind, bytes: out };
     }
     return { kind, bytes: native.ringTakeCopy(this.seg.buffer, pos, len, process.pid) };
   }
@@ -713,11 +744,11 @@ export class Ring {
     if (kind === Kind.Number) return { kind, bytes: NUMBER_BYTES, num: this.view.getFloat64(start, true) };
     // Copied out of shared memory before anyone may overwrite it (v8.deserialize would alias it).
     const fits = fitsInto(into, kind, len);
-    const out = fits ? into.target : Buffer.allocUnsafe(len);
-    const at = fits ? into.offset : 0;
+    const out = fits ? into!.target : Buffer.allocUnsafe(len);
+    const at = fits ? into!.offset : 0;
     const first = Math.min(len, this.capacity - start);
-    out.set(this.bytes.subarray(start, start + first), at);
-    if (first < len) out.set(this.bytes.subarray(0, len - first), at + first);
+    intrinsicSet.call(out, this.bytes.subarray(start, start + first), at);
+    if (first < len) intrinsicSet.call(out, this.bytes.subarray(0, len - first), at + first);
     return fits ? { kind, bytes: out, copied: len } : { kind, bytes: out };
   }
 }

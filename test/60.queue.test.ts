@@ -508,6 +508,52 @@ describe('Queue', () => {
     b.close();
   });
 
+  test('a destination that lies about its length, or shrinks or goes away while a get waits: the item is not stuck', async () => {
+    // A frame claimed and then not finished would hold the ring's head for good: the puts below,
+    // three times the ring's capacity, would meet Full.
+    const q = new mp.Queue({ capacity: 16384 });
+    const cycle = (): void => {
+      for (let i = 0; i < 120; i++) {
+        q.putNowait(Buffer.alloc(400, i & 0xff));
+        expect(q.getNowait()).toEqual(Buffer.alloc(400, i & 0xff));
+      }
+    };
+    class Boasting extends Uint8Array {
+      override get length(): number {
+        return 1 << 20;
+      }
+    }
+    q.putSync(Buffer.alloc(400, 1));
+    let boasting: any;
+    try {
+      q.getBytesIntoSync(new Boasting(100));
+    } catch (err) {
+      boasting = err;
+    }
+    expect(boasting).toBeInstanceOf(mp.BufferTooShort);
+    expect(boasting.bytes).toEqual(Buffer.alloc(400, 1));
+    const ownLength = new Uint8Array(100);
+    Object.defineProperty(ownLength, 'length', { value: 1 << 20 });
+    q.putSync(Buffer.alloc(400, 2));
+    expect(() => q.getBytesIntoSync(ownLength)).toThrow(mp.BufferTooShort);
+    cycle();
+    // Measured when the item comes, not when the get was called.
+    const ab = new (ArrayBuffer as any)(1000, { maxByteLength: 4096 }) as ArrayBuffer & { resize(n: number): void };
+    const pending = q.getBytesInto(new Uint8Array(ab), 0, { timeout: 20000 });
+    ab.resize(100);
+    q.putSync(Buffer.alloc(400, 3));
+    const shrunk = await pending.catch((e) => e);
+    expect(shrunk).toBeInstanceOf(mp.BufferTooShort);
+    expect(shrunk.bytes).toEqual(Buffer.alloc(400, 3));
+    const moved = new Uint8Array(1000);
+    const waiting = q.getBytesInto(moved, 0, { timeout: 20000 });
+    structuredClone(moved.buffer, { transfer: [moved.buffer] });
+    q.putSync(Buffer.alloc(400, 4));
+    expect(await waiting.catch((e) => e)).toBeInstanceOf(mp.BufferTooShort);
+    cycle();
+    q.close();
+  });
+
   test('two consumers asleep: each of two puts, made apart, wakes one of them', async () => {
     const q = new mp.Queue<number>();
     const got = new mp.RawArray('i', 2);
@@ -721,10 +767,38 @@ describe('Pipe', () => {
     expect(whole.equals(Buffer.from(big))).toBe(true);
     expect(reader.recvBytesSync().equals(Buffer.from(big.subarray(1000, 1500)))).toBe(true);
     expect([...(await reader.recvBytes())]).toEqual([1, 2, 3]);
-    // The sender's array is not held: changing it after the send changes nothing received.
+    // Once the send has resolved, the array is not held: changing it then changes nothing received.
     await writer.sendBytes(big);
     big.fill(0);
     expect((await reader.recvBytes())[1]).toBe(7);
+  });
+
+  test('sendBytes waiting for room sends the bytes asked for, even if the array lies or grows meanwhile', async () => {
+    // A 16 KiB pipe filled by three 5000-byte messages: the sends after them wait for room.
+    const [reader, writer] = mp.Pipe({ duplex: false, capacity: 16384 });
+    for (let i = 0; i < 3; i++) await writer.sendBytes(Buffer.alloc(5000, i));
+    class Modest extends Uint8Array {
+      override get length(): number {
+        return 10;
+      }
+    }
+    const modest = new Modest(3000).fill(5);
+    const ab = new (ArrayBuffer as any)(3000, { maxByteLength: 1 << 20 }) as ArrayBuffer & { resize(n: number): void };
+    const growing = new Uint8Array(ab).fill(6);
+    const sent = [writer.sendBytes(modest), writer.sendBytes(growing)];
+    // Past a quarter of the ring, and past all of it: sent as it was, it could never fit.
+    ab.resize(1 << 19);
+    for (let i = 0; i < 3; i++) expect(await reader.recvBytes()).toEqual(Buffer.alloc(5000, i));
+    expect(await reader.recvBytes()).toEqual(Buffer.alloc(3000, 5));
+    expect(await reader.recvBytes()).toEqual(Buffer.alloc(3000, 6));
+    await Promise.all(sent);
+    const moved = new Uint8Array(10);
+    structuredClone(moved.buffer, { transfer: [moved.buffer] });
+    await expect(writer.sendBytes(moved)).rejects.toThrow(/detached/);
+    await writer.sendBytes(Buffer.from('still open'));
+    expect((await reader.recvBytes()).toString()).toBe('still open');
+    reader.close();
+    writer.close();
   });
 
   test('bad input', async () => {
