@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -16,7 +17,8 @@ inline void RequireArgs(const Napi::CallbackInfo& info, size_t n, const char* fn
 inline int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
   if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
   double d = info[i].As<Napi::Number>().DoubleValue();
-  if (d != static_cast<double>(static_cast<int64_t>(d))) {
+  // Range first: converting NaN, an infinity or anything past int64 is undefined behaviour.
+  if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || d != std::trunc(d)) {
     throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an integer");
   }
   return static_cast<int64_t>(d);
