@@ -4,8 +4,9 @@
 // that either side may serve any message. In C++ because in JS they were the largest code V8
 // had to optimize, and on 2 cores its compiler threads competed with both ends of a busy queue.
 //
-// Every call returns at once: when the ring's mutex is held, or there is no room or nothing
-// ready, it says so and the caller takes ring.ts's slow path, which waits.
+// A put or take never waits: when the ring's mutex is held, or there is no room or nothing
+// ready, it says so and the caller takes ring.ts's slow path, which waits. That path's short
+// spins before it sleeps are here too (Spin*): bounded to microseconds, they never sleep.
 #pragma once
 #include <cstddef>
 #include <cstdint>

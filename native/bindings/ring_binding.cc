@@ -1,6 +1,7 @@
 // JS boundary of ring.h: the uncontended put and take of lib/ring.ts, one call each (a take of
-// bytes is two: claim, then copy into the caller's buffer or one JS allocated, which Node's pool
-// makes cheap for small ones). A status below zero sends the caller down ring.ts's slow path.
+// bytes is two: claim, then copy into a buffer JS gives, the caller's or one from Node's pool,
+// or into a Buffer made here for 4 KiB and more), and the slow path's bounded spins. A status
+// below zero sends the caller down ring.ts's slow path.
 #include "../ring.h"
 
 #include <sys/mman.h>
