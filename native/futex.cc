@@ -34,12 +34,6 @@ WaitResult Wait(uint32_t* addr, uint32_t expected, int64_t timeout_ns) {
   }
 }
 
-uint64_t ThreadCpuNs() {
-  struct timespec ts;
-  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
 int Wake(uint32_t* addr, int count) {
   long rc = syscall(SYS_futex, addr, FUTEX_WAKE, count, nullptr, nullptr, 0);
   if (rc < 0) {

@@ -20,14 +20,16 @@ enum WaitResult : int {
 // Sleeps while *addr == expected, at most timeout_ns (< 0: for ever).
 WaitResult Wait(uint32_t* addr, uint32_t expected, int64_t timeout_ns);
 
-// CPU time this thread has had, ns (0 where the clock is missing).
-uint64_t ThreadCpuNs();
-
-// A poll or spin that got less than half of its wall time on a core shared it with other work:
-// polling there takes the core from whoever would answer. Too short a poll tells nothing.
-inline bool WasContended(uint64_t wall_ns, uint64_t cpu_ns) {
-  return wall_ns > 200000 && cpu_ns < wall_ns / 2;
+// A poll that got less than half of its wall time shared its core with other work: polling
+// there takes the core from whoever would answer. Too short a poll tells nothing. (`ran_ns` is
+// measured by the poller, from the gaps between its turns: reading the thread's CPU clock is a
+// system call, which cost a microsecond on every wake-up.)
+inline bool WasContended(uint64_t wall_ns, uint64_t ran_ns) {
+  return wall_ns > 200000 && ran_ns < wall_ns / 2;
 }
+
+// A gap between two turns of a polling loop longer than this is time the thread was away.
+constexpr uint64_t kStallAfterNs = 50000;
 
 // Wakes up to `count` waiters; returns how many were woken.
 int Wake(uint32_t* addr, int count);

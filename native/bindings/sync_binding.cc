@@ -168,10 +168,11 @@ struct WaitPoll {
     uint64_t started_ns;     // uv_hrtime() clock
     uint64_t poll_until_ns;
     int64_t deadline_ns;     // -1: none
-    uint64_t cpu_ns;         // ThreadCpuNs() when it began
+    uint64_t stalled_ns;     // of its wall time, the part spent in gaps between turns
     bool faulted;            // its mapping went away
   };
   uv_idle_t handle;
+  uint64_t last_turn_ns = 0;
   napi_env env;
   std::unique_ptr<Napi::AsyncContext> context;
   napi_async_cleanup_hook_handle cleanup = nullptr;
@@ -186,10 +187,16 @@ void OnPollTurn(uv_idle_t* handle) {
   Addon* addon = env.GetInstanceData<Addon>();
   if (addon == nullptr) return;
   uint64_t now = uv_hrtime();
+  // A turn takes about a microsecond: a longer gap since the last one is time this thread was
+  // away (preempted, or running other work), charged to every entry that was waiting through it.
+  uint64_t gap = now - wp->last_turn_ns;
+  wp->last_turn_ns = now;
+  uint64_t stall = gap > futex::kStallAfterNs ? gap : 0;
   std::vector<Waiter::Completion> done;
   size_t keep = 0;
   for (size_t i = 0; i < wp->entries.size(); ++i) {
-    const WaitPoll::Entry& e = wp->entries[i];
+    WaitPoll::Entry& e = wp->entries[i];
+    if (stall != 0 && e.started_ns + gap <= now) e.stalled_ns += stall;
     if (e.faulted) {
       done.push_back({e.id, futex::kFault});
       continue;
@@ -197,7 +204,8 @@ void OnPollTurn(uv_idle_t* handle) {
     if (__atomic_load_n(e.word, __ATOMIC_ACQUIRE) != e.expected) {
       // A change seen while other work was preempting this thread is not a win to repeat:
       // reported as a plain wake, it counts against polling this word next time.
-      bool contended = futex::WasContended(now - e.started_ns, futex::ThreadCpuNs() - e.cpu_ns);
+      uint64_t wall = now - e.started_ns;
+      bool contended = futex::WasContended(wall, wall - std::min(wall, e.stalled_ns));
       done.push_back({e.id, contended ? futex::kWoken : futex::kPolled});
       continue;
     }
@@ -286,7 +294,8 @@ Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
     uint64_t now = uv_hrtime();
     uint64_t window = static_cast<uint64_t>(poll_ns);
     int64_t deadline = timeout_ms < 0 ? -1 : static_cast<int64_t>(now) + timeout_ms * 1000000;
-    wp->entries.push_back({id, word, expected, now, now + window, deadline, futex::ThreadCpuNs(), false});
+    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&wp->handle))) wp->last_turn_ns = now;
+    wp->entries.push_back({id, word, expected, now, now + window, deadline, 0, false});
     uv_idle_start(&wp->handle, OnPollTurn);
   } else {
     try {
