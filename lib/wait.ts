@@ -115,23 +115,35 @@ function sameWord(a: WaitRequest, b: WaitRequest): boolean {
  * With `poll` > 0 it first polls the word that many ms (WaitResult.Polled: it changed meanwhile).
  */
 export function waitAsync(req: WaitRequest, signal?: AbortSignal, poll = 0): Promise<WaitResult> {
+  return new Promise((resolve, reject) => waitThen(req, signal, poll, resolve, reject));
+}
+
+/**
+ * waitAsync with callbacks: `done` runs inside the completion's own call from the event loop,
+ * with no promise in between; `fail` with the AbortError when `signal` aborts first.
+ */
+function waitThen(
+  req: WaitRequest,
+  signal: AbortSignal | undefined,
+  poll: number,
+  done: (result: WaitResult) => void,
+  fail: (err: unknown) => void,
+): void {
   if (!dispatcherInstalled) installDispatcher();
-  return new Promise((resolve, reject) => {
-    const id = native.futexWaitAsync(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll);
-    if (signal === undefined) {
-      pending.set(id, resolve);
-      return;
-    }
-    const onAbort = (): void => {
-      pending.delete(id);
-      native.futexCancel(id);
-      reject(abortError(signal));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    pending.set(id, (result) => {
-      signal.removeEventListener('abort', onAbort);
-      resolve(result);
-    });
+  const id = native.futexWaitAsync(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll);
+  if (signal === undefined) {
+    pending.set(id, done);
+    return;
+  }
+  const onAbort = (): void => {
+    pending.delete(id);
+    native.futexCancel(id);
+    fail(abortError(signal));
+  };
+  signal.addEventListener('abort', onAbort, { once: true });
+  pending.set(id, (result) => {
+    signal.removeEventListener('abort', onAbort);
+    done(result);
   });
 }
 
@@ -151,38 +163,67 @@ export function runSync<T>(plan: WaitPlan<T>): T {
  * Drives a plan on the event loop. When `signal` aborts, the plan is resumed with an AbortError
  * thrown at its wait, so its `finally` blocks (re-acquiring a condition's lock, say) still run,
  * without the signal, before the call rejects.
+ *
+ * Each wait's completion drives the plan on from inside its own call from the loop, and the plan's
+ * end resolves the returned promise there: the caller's `await` resumes at that call's microtask
+ * checkpoint, with no promise and no async function between (each was a microtask more on every
+ * wake-up).
  */
-export async function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T> {
+export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T> {
   if (signal?.aborted) {
     plan.return(undefined as never);
-    throw abortError(signal);
+    return Promise.reject(abortError(signal));
   }
-  let step = plan.next();
-  while (!step.done) {
-    let result: WaitResult;
-    const req = step.value;
-    const { budget, window } = windowFor(req);
-    try {
-      result = await waitAsync(req, signal, window);
-    } catch (err) {
-      step = plan.throw(err);
-      signal = undefined;
-      continue;
-    }
-    if (result !== WaitResult.Polled) {
-      if (window > 0) budget?.missed();
-      step = plan.next(result);
-      continue;
-    }
-    // The word changed while we polled. A hit only if the plan got what it waited for: it ends,
-    // or waits on something else next. Waiting on the same word again means another process
-    // took it (several consumers of one queue all see each put): that counts as a miss, or a
-    // herd of pollers would keep every core busy for one winner.
-    step = plan.next(WaitResult.Woken);
-    if (!step.done && sameWord(step.value, req)) budget?.missed();
-    else budget?.hit();
+  return new Promise<T>((resolve, reject) => {
+    const proceed = (next: () => IteratorResult<WaitRequest, T>): void => {
+      let step: IteratorResult<WaitRequest, T>;
+      try {
+        step = next();
+        while (!step.done) {
+          const req = step.value;
+          const { budget, window } = windowFor(req);
+          try {
+            waitThen(
+              req,
+              signal,
+              window,
+              (result) => proceed(() => afterWait(plan, req, budget, window, result)),
+              // An abort goes on in a microtask, as before: not inside the caller's abort().
+              (err) => {
+                signal = undefined;
+                queueMicrotask(() => proceed(() => plan.throw(err)));
+              },
+            );
+            return;
+          } catch (err) {
+            signal = undefined;
+            step = plan.throw(err);
+          }
+        }
+      } catch (err) {
+        reject(err);
+        return;
+      }
+      resolve(step.value);
+    };
+    proceed(() => plan.next());
+  });
+}
+
+/** The plan's next step after a wait, and what that wait teaches the word's budget. */
+function afterWait<T>(plan: WaitPlan<T>, req: WaitRequest, budget: SpinBudget | undefined, window: number, result: WaitResult): IteratorResult<WaitRequest, T> {
+  if (result !== WaitResult.Polled) {
+    if (window > 0) budget?.missed();
+    return plan.next(result);
   }
-  return step.value;
+  // The word changed while we polled. A hit only if the plan got what it waited for: it ends,
+  // or waits on something else next. Waiting on the same word again means another process
+  // took it (several consumers of one queue all see each put): that counts as a miss, or a
+  // herd of pollers would keep every core busy for one winner.
+  const step = plan.next(WaitResult.Woken);
+  if (!step.done && sameWord(step.value, req)) budget?.missed();
+  else budget?.hit();
+  return step;
 }
 
 /** Validates a timeout in milliseconds: undefined/null is for ever, a negative one is zero. */
