@@ -575,16 +575,21 @@ export class Connection<T = unknown> {
 /**
  * The bytes of `buf` from `offset` to `end` as the ring will read them, each time it tries, until
  * the put resolves: the caller's own array when it is sent whole and is a plain Buffer or
- * Uint8Array of fixed length (no view made per message), else a plain view of fixed length. The
- * ring reads the length once to reserve and again to copy: a subclass's or an own `length`, or a
- * resizable buffer grown while the put waits, would write past the frame. An empty array may be
- * detached: the view then throws.
+ * Uint8Array of fixed length with none of the properties the ring reads (`length`, `subarray` and
+ * the `constructor` that `subarray` asks) of its own: no view made per message. Else a plain
+ * view of fixed length. The ring reads the length to reserve and again to copy: a subclass's or
+ * an own `length`, or a resizable buffer grown while the put waits, would write past the frame.
+ * An empty array may be detached: the view then throws.
  */
 function bytesToSend(buf: Uint8Array, offset: number, end: number, caller: string): Uint8Array {
   if (offset === 0 && end !== 0 && buf.length === end) {
     const proto = Object.getPrototypeOf(buf);
     const backing = buf.buffer as ArrayBuffer & { resizable?: boolean; growable?: boolean };
-    if ((proto === Buffer.prototype || proto === Uint8Array.prototype) && backing.resizable !== true && backing.growable !== true) {
+    if (
+      (proto === Buffer.prototype || proto === Uint8Array.prototype) &&
+      !Object.hasOwn(buf, 'length') && !Object.hasOwn(buf, 'subarray') && !Object.hasOwn(buf, 'constructor') &&
+      backing.resizable !== true && backing.growable !== true
+    ) {
       return buf;
     }
   }
@@ -615,6 +620,7 @@ function bytesInto(ring: Ring, taken: Frame, into: Destination, caller: string, 
   const frame = taken.kind === Kind.OutOfLine ? ring.unspill(taken.bytes) : taken;
   if (frame.kind !== Kind.Bytes) throw new TypeError(`${caller}: ${what} is ${describe(decodeFrame(frame))}, not bytes ${hint}`);
   const n = frame.bytes.length;
+  if (n === 0) return 0;  // nothing to copy (into a buffer that may be detached by now)
   const room = roomIn(into);
   if (n > room) {
     throw new BufferTooShort(`${caller}: ${what} has ${n} bytes, the buffer has room for ${Math.max(0, room)}`, Buffer.from(frame.bytes));

@@ -20,9 +20,10 @@ enum WaitResult : int {
 // Sleeps while *addr == expected, at most timeout_ns (< 0: for ever).
 WaitResult Wait(uint32_t* addr, uint32_t expected, int64_t timeout_ns);
 
-// A poll that got less than half of its wall time shared its core with other work: polling
-// there takes the core from whoever would answer. Too short a poll tells nothing. (`ran_ns` is
-// measured by the poller, from the gaps between its turns: reading the thread's CPU clock is a
+// A poll that got less than half of its wall time was kept from its word by other work (other
+// processes on its core, or its own thread's callbacks): polling there takes a core from whoever
+// would answer, or wins nothing a sleep would not. Too short a poll tells nothing. (`ran_ns` is
+// measured by the poller, from the gaps between its looks: reading the thread's CPU clock is a
 // system call, which cost a microsecond on every wake-up.)
 inline bool WasContended(uint64_t wall_ns, uint64_t ran_ns) {
   return wall_ns > 200000 && ran_ns < wall_ns / 2;

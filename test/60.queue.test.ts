@@ -774,9 +774,10 @@ describe('Pipe', () => {
   });
 
   test('sendBytes waiting for room sends the bytes asked for, even if the array lies or grows meanwhile', async () => {
-    // A 16 KiB pipe filled by three 5000-byte messages: the sends after them wait for room.
+    // A 16 KiB pipe filled by five 3000-byte messages (in the ring: a quarter of it or less), so
+    // the sends after them wait for room, and the arrays change while they wait.
     const [reader, writer] = mp.Pipe({ duplex: false, capacity: 16384 });
-    for (let i = 0; i < 3; i++) await writer.sendBytes(Buffer.alloc(5000, i));
+    for (let i = 0; i < 5; i++) await writer.sendBytes(Buffer.alloc(3000, i));
     class Modest extends Uint8Array {
       override get length(): number {
         return 10;
@@ -785,12 +786,20 @@ describe('Pipe', () => {
     const modest = new Modest(3000).fill(5);
     const ab = new (ArrayBuffer as any)(3000, { maxByteLength: 1 << 20 }) as ArrayBuffer & { resize(n: number): void };
     const growing = new Uint8Array(ab).fill(6);
-    const sent = [writer.sendBytes(modest), writer.sendBytes(growing)];
-    // Past a quarter of the ring, and past all of it: sent as it was, it could never fit.
+    const shrinking = new Uint8Array(3000).fill(7);
+    Object.defineProperty(shrinking, 'length', { value: 3000, writable: true });
+    let settled = 0;
+    const sent = [writer.sendBytes(modest), writer.sendBytes(growing), writer.sendBytes(shrinking)].map((p) => p.then(() => settled++));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBe(0);  // all three wait for room
+    // Past a quarter of the ring, and past all of it: sent as it is now, it could never fit.
     ab.resize(1 << 19);
-    for (let i = 0; i < 3; i++) expect(await reader.recvBytes()).toEqual(Buffer.alloc(5000, i));
+    // Sent as it says now, 3000 bytes would be copied into a 100-byte frame.
+    (shrinking as { length: number }).length = 100;
+    for (let i = 0; i < 5; i++) expect(await reader.recvBytes()).toEqual(Buffer.alloc(3000, i));
     expect(await reader.recvBytes()).toEqual(Buffer.alloc(3000, 5));
     expect(await reader.recvBytes()).toEqual(Buffer.alloc(3000, 6));
+    expect(await reader.recvBytes()).toEqual(Buffer.alloc(3000, 7));
     await Promise.all(sent);
     const moved = new Uint8Array(10);
     structuredClone(moved.buffer, { transfer: [moved.buffer] });

@@ -18,9 +18,10 @@ inline int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* what
   if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
   double d = info[i].As<Napi::Number>().DoubleValue();
   // Range first: converting NaN, an infinity or anything past int64 is undefined behaviour.
-  if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0) || d != std::trunc(d)) {
-    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an integer");
+  if (!(d >= -9007199254740992.0 && d <= 9007199254740992.0)) {
+    throw Napi::RangeError::New(info.Env(), std::string(what) + " is out of range");
   }
+  if (d != std::trunc(d)) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an integer");
   return static_cast<int64_t>(d);
 }
 

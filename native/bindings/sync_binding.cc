@@ -1,5 +1,6 @@
 // JS boundary of futex.h and waiter.h. The uncontended paths of every lock live in JS (Atomics on
 // the shared words); JS calls down here only to sleep or to wake sleepers.
+#include <poll.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -160,9 +161,10 @@ void ArmWait(Addon* addon, uint64_t id, uint32_t* word, uint32_t expected, int64
 // the idle handle keeps the loop from blocking (I/O and timers still run); a wait whose window
 // runs out is handed to the kernel exactly as if it had been asked to sleep late, which every
 // futex protocol must already allow.
-// How long one turn of the event loop may poll before it lets the loop go on (see OnPollTurn):
-// other I/O on the loop waits at most this much longer while a wait polls.
+// How long one turn of the event loop may poll before it lets the loop go on (see OnPollTurn).
 constexpr uint64_t kPollSliceNs = 20000;
+// How often a slice looks whether the loop has I/O to serve (a poll() of its epoll fd).
+constexpr uint64_t kIoCheckNs = 500;
 
 struct WaitPoll {
   struct Entry {
@@ -228,8 +230,29 @@ void ChargeStall(WaitPoll* wp, uint64_t before, uint64_t now) {
   uint64_t gap = now - before;
   if (gap <= futex::kStallAfterNs) return;
   for (WaitPoll::Entry& e : wp->entries) {
-    if (e.started_ns <= before) e.stalled_ns += gap;
+    // An entry added during the gap (by a callback) is charged the part it was there for.
+    e.stalled_ns += now - std::max(before, std::min(e.started_ns, now));
   }
+}
+
+// Whether the loop has other work that wants it to keep turning: another active idle handle
+// (Node keeps one while setImmediate callbacks are queued).
+bool OtherIdleWork(uv_loop_t* loop, uv_idle_t* ours) {
+  struct Seen {
+    uv_handle_t* ours;
+    bool found;
+  } seen{reinterpret_cast<uv_handle_t*>(ours), false};
+  uv_walk(loop, [](uv_handle_t* h, void* arg) {
+    auto* s = static_cast<Seen*>(arg);
+    if (h != s->ours && uv_handle_get_type(h) == UV_IDLE && uv_is_active(h)) s->found = true;
+  }, &seen);
+  return seen.found;
+}
+
+// Whether any fd the loop watches is ready: a slice ends for it.
+bool IoReady(uv_loop_t* loop) {
+  struct pollfd p{uv_backend_fd(loop), POLLIN, 0};
+  return poll(&p, 1, 0) > 0;
 }
 
 void OnPollTurn(uv_idle_t* handle) {
@@ -239,12 +262,15 @@ void OnPollTurn(uv_idle_t* handle) {
   if (addon == nullptr) return;
   uint64_t now = uv_hrtime();
   ChargeStall(wp, wp->last_turn_ns, now);
-  // Each turn polls for up to kPollSliceNs before it lets the loop turn again. A turn of Node's
-  // loop is not free: its check phase makes a JS object every time, and a loop turning a million
-  // times a second made V8 scavenge every 13 ms, each one a 0.1-0.4 ms hole in the polling (the
-  // slowest 5% of wake-ups). The slice also sees a change sooner than a turn would. Nothing can
-  // unmap a word meanwhile: that happens on this thread.
-  uint64_t slice_end = now + kPollSliceNs;
+  // When the loop has nothing else to do, a turn polls for up to kPollSliceNs before it lets the
+  // loop turn again. A turn of Node's loop is not free: its check phase makes a JS object every
+  // time, and a loop turned a million times a second by a poll made V8 scavenge every 13 ms,
+  // each scavenge a 0.1-0.4 ms hole in the polling (the slowest 5% of wake-ups). A slice ends as
+  // soon as an fd the loop watches is ready (I/O, a signal, another thread's uv_async), and is
+  // not taken while setImmediate callbacks are queued: other work waits a few µs at most, and a
+  // due timer 20. Nothing can unmap a word meanwhile: that happens on this thread.
+  uint64_t slice_end = OtherIdleWork(handle->loop, handle) ? now : now + kPollSliceNs;
+  uint64_t next_io_check = now + kIoCheckNs;
   std::vector<Waiter::Completion> done;
   for (;;) {
     PollPass(wp, addon, now, done);
@@ -253,6 +279,10 @@ void OnPollTurn(uv_idle_t* handle) {
     now = uv_hrtime();
     ChargeStall(wp, before, now);
     if (now >= slice_end) break;
+    if (now >= next_io_check) {
+      if (IoReady(handle->loop)) break;
+      next_io_check = now + kIoCheckNs;
+    }
   }
   wp->last_turn_ns = now;
   if (wp->entries.empty()) uv_idle_stop(&wp->handle);
