@@ -19,8 +19,6 @@ export const SELF_START = startTimeOf(process.pid);
 
 /** True when the owner that recorded (pid, start) is gone; start 0 lets the pid alone decide. */
 export function ownerGone(pid: number, start: number): boolean {
-  if (native.processGone(pid)) return true;
-  if (start === 0) return false;
-  const now = startTimeOf(pid);
-  return now !== 0 && now !== start;
+  // One read of /proc/<pid>/stat in C++ for both questions (startTimeOf here was 30 µs a call).
+  return native.processGone(pid, start);
 }

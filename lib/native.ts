@@ -51,7 +51,8 @@ export interface Binding {
   /** pollMs > 0: poll the word between event-loop turns that long before sleeping. */
   futexWaitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined, pollMs?: number): number;
   futexCancel(id: number): void;
-  processGone(pid: number): boolean;
+  /** Exited (or a zombie); given the start time its owner recorded (startTimeOf), also a reused pid. */
+  processGone(pid: number, start?: number): boolean;
   // ring.h: the uncontended put and take of ring.ts; a status below zero means "take the slow path".
   ringTryPut(segment: ArrayBuffer, bytes: Uint8Array, kind: number, counted: boolean, lockId: number, start: number, pid: number): number;
   /** On 0, `out` holds [position, length, kind, number]; a number's frame is already finished. */

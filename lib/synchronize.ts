@@ -15,7 +15,7 @@ import { threadId } from 'worker_threads';
 import { adopted, allocate, Block, release, releaseOnCollect, retain, setChunkLock } from './arena';
 import { BrokenBarrierError, OwnerDiedError, releasedTooManyTimes } from './errors';
 import { native } from './native';
-import { SELF_START, startTimeOf } from './liveness';
+import { SELF_START } from './liveness';
 import { Segment } from './segment';
 import { kShare, registerKind, ShareDescription } from './shared';
 import { compileSource, toTaskSpec } from './task';
@@ -370,14 +370,10 @@ export class Lock extends Acquirable {
     // START holds 0 or the current owner's start time: every path that frees the word clears it
     // first, and an owner stores its own right after its CAS.
     const recorded = Atomics.load(this.w, START);
-    if (!native.processGone(pid)) {
-      // 0: the owner is between its CAS and its store (or died there): the pid alone decides.
-      if (recorded === 0) return false;
-      const now = startTimeOf(pid);
-      if (now === 0 || now === recorded) return false;
-      // Look again after reading /proc: the lock may have changed hands meanwhile.
-      if (Atomics.load(this.w, 0) !== c || Atomics.load(this.w, START) !== recorded) return false;
-    }
+    // recorded 0: the owner is between its CAS and its store (or died there): the pid alone decides.
+    if (!native.processGone(pid, recorded)) return false;
+    // Look again after reading /proc: the lock may have changed hands meanwhile.
+    if (Atomics.load(this.w, 0) !== c || Atomics.load(this.w, START) !== recorded) return false;
     // START first, then the word: no later owner is ever seen with the dead one's start time.
     if (Atomics.compareExchange(this.w, START, recorded, 0) !== recorded) return true;  // changed: look again
     if (Atomics.compareExchange(this.w, 0, c, 0) !== c) return true;

@@ -43,27 +43,39 @@ int Wake(uint32_t* addr, int count) {
   return static_cast<int>(rc);
 }
 
-bool ProcessGone(pid_t pid) {
+bool ProcessGone(pid_t pid, uint32_t start) {
   if (pid <= 0) return false;
   if (kill(pid, 0) != 0 && errno == ESRCH) return true;
   // A killed process that its parent has not reaped yet still answers kill(); its state is Z.
+  // The same read gives the start time, which tells a reused pid (one read, not two: a
+  // contended acquire makes this call).
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return errno == ENOENT;
-  char buf[512];
+  char buf[1024];
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
   if (n <= 0) return false;
   buf[n] = '\0';
-  // The state follows the last ')' (the command name may itself contain ')').
+  // The fields follow the last ')' (the command name may itself contain ')').
   char* close_paren = nullptr;
   for (char* p = buf; *p != '\0'; ++p) {
     if (*p == ')') close_paren = p;
   }
   if (close_paren == nullptr || close_paren[1] == '\0') return false;
   char state = close_paren[2];
-  return state == 'Z' || state == 'X';
+  if (state == 'Z' || state == 'X') return true;
+  if (start == 0) return false;
+  // Field 3 is the state; field 22, 19 fields on, the start time in clock ticks since boot.
+  const char* p = close_paren + 2;
+  for (int field = 3; field < 22 && *p != '\0'; ++p) {
+    if (*p == ' ') ++field;
+  }
+  if (*p < '0' || *p > '9') return false;  // unreadable: the pid alone decides
+  uint64_t ticks = 0;
+  for (; *p >= '0' && *p <= '9'; ++p) ticks = ticks * 10 + static_cast<uint64_t>(*p - '0');
+  return static_cast<uint32_t>(ticks) != start;
 }
 
 int64_t MonotonicNowNs() {

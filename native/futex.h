@@ -35,8 +35,10 @@ constexpr uint64_t kStallAfterNs = 50000;
 // Wakes up to `count` waiters; returns how many were woken.
 int Wake(uint32_t* addr, int count);
 
-// True when `pid` has exited (gone, or a zombie nobody has reaped yet).
-bool ProcessGone(pid_t pid);
+// True when `pid` has exited (gone, or a zombie nobody has reaped yet), or, given the start
+// time its owner recorded (the low 32 bits of /proc/<pid>/stat's field 22; 0: none), when the
+// live process under that pid started at another time: the pid was reused.
+bool ProcessGone(pid_t pid, uint32_t start = 0);
 
 int64_t MonotonicNowNs();
 

@@ -404,7 +404,10 @@ Napi::Value WaitBackend(const Napi::CallbackInfo& info) {
 
 Napi::Value ProcessGone(const Napi::CallbackInfo& info) {
   RequireArgs(info, 1, "processGone");
-  return Napi::Boolean::New(info.Env(), futex::ProcessGone(static_cast<pid_t>(IntArg(info, 0, "pid"))));
+  auto pid = static_cast<pid_t>(IntArg(info, 0, "pid"));
+  // The start time as an Int32Array holds it: its low 32 bits, signed.
+  uint32_t start = info.Length() > 1 ? static_cast<uint32_t>(IntArg(info, 1, "start")) : 0;
+  return Napi::Boolean::New(info.Env(), futex::ProcessGone(pid, start));
 }
 
 }  // namespace

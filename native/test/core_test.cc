@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -132,6 +133,22 @@ void TestFutex() {
   Check(Eventually([&] { return mp::futex::ProcessGone(gone); }), "futex: an unreaped zombie counts as gone");
   waitpid(gone, &status, 0);
   Check(mp::futex::ProcessGone(gone) && !mp::futex::ProcessGone(getpid()), "futex: ProcessGone after reaping, not for us");
+
+  // Our own start time, read the way an owner records it: field 22 of /proc/self/stat.
+  uint32_t start = 0;
+  if (FILE* f = fopen("/proc/self/stat", "r")) {
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char* p = strrchr(buf, ')') + 2;
+    for (int field = 3; field < 22; ++p) {
+      if (*p == ' ') ++field;
+    }
+    start = static_cast<uint32_t>(strtoull(p, nullptr, 10));
+  }
+  Check(start != 0 && !mp::futex::ProcessGone(getpid(), start), "futex: a live owner with its recorded start time is not gone");
+  Check(mp::futex::ProcessGone(getpid(), start + 1), "futex: a live process under the pid that started at another time is someone else");
 }
 
 void TestWaiter() {
