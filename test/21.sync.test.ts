@@ -240,6 +240,15 @@ function envWithoutPolling(): NodeJS.ProcessEnv {
   return env;
 }
 
+/** What a fixture of test/fixtures prints as JSON, run with the default poll window. */
+function fixtureJson(name: string): any {
+  return JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', name)], {
+    env: envWithoutPolling(),
+    encoding: 'utf8',
+    timeout: 30000,
+  }));
+}
+
 describe('async waits', () => {
   // Linux 6.7 brought IORING_OP_FUTEX_WAIT; before it (or with io_uring refused), a thread waits.
   const [major, minor] = os.release().split('.').map(Number);
@@ -266,11 +275,7 @@ describe('async waits', () => {
 
 describe('async waits poll before they sleep', () => {
   test('polling sees a change no wake announced, hands over to the kernel, lets timers run, ends on close and abort, and backs off', () => {
-    const got = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'wait-polling.js')], {
-      env: envWithoutPolling(),
-      encoding: 'utf8',
-      timeout: 30000,
-    }));
+    const got = fixtureJson('wait-polling.js');
     const { changedWithoutWake, windowsAfterHit, ...rest } = got;
     // Polled (4), or Woken (0) where a loaded machine kept the poller off its core; never
     // TimedOut, which is what a wait that does not poll returns here (changedWithoutWakeNoPoll).
@@ -298,21 +303,13 @@ describe('async waits poll before they sleep', () => {
 
   test('a change seen by a poll that shared its core with busy processes counts as a plain wake', () => {
     // Pinned with two spinning processes to one CPU, the poll gets about a third of its wall time.
-    const got = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'wait-contended.js')], {
-      env: envWithoutPolling(),
-      encoding: 'utf8',
-      timeout: 30000,
-    }));
+    const got = fixtureJson('wait-contended.js');
     expect(got).toEqual({ result: 0 });  // WaitResult.Woken: the budget counts it as a miss
   });
 
   test('a wait polling for 300 ms with nothing else to do makes next to no garbage', () => {
     // Polled one loop turn at a time, it made V8 collect about 20 times in 300 ms.
-    const got = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'gc-while-polling.js')], {
-      env: envWithoutPolling(),
-      encoding: 'utf8',
-      timeout: 30000,
-    }));
+    const got = fixtureJson('gc-while-polling.js');
     expect(got.polled).toBe(false);
     expect(got.cpuMs).toBeGreaterThan(100);  // it did poll (most of the 300 ms on a core)
     expect(got.collections).toBeLessThanOrEqual(3);
@@ -320,11 +317,7 @@ describe('async waits poll before they sleep', () => {
 
   test('a polling wait leaves the loop to setImmediate callbacks: they run as often as without it', () => {
     // Polling through a whole 20 µs slice on every turn ran a setImmediate chain 14 times less often.
-    const got = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'immediates-while-polling.js')], {
-      env: envWithoutPolling(),
-      encoding: 'utf8',
-      timeout: 30000,
-    }));
+    const got = fixtureJson('immediates-while-polling.js');
     expect(got.polled).toBe(false);
     expect(got.beside).toBeGreaterThan(got.alone / 4);
   });
