@@ -2,7 +2,7 @@
 // node-multiprocessing's runner: prints one JSON line per figure, {"system","workload","value",
 // "unit","n"}, with the workload keys that the peers' runners (bench/peers/) print for theirs,
 // and the sizes of bench/sizes.json. A few keys are ours alone (W1.start_join_warm.*,
-// W6.lock.async_wakeup*.*, W7.sum.private_loop.*, W5.queue.small_ints_async.*).
+// W6.lock.async_wakeup*.*, W6.js_poll_floor.*, W7.sum.private_loop.*, W5.queue.small_ints_async.*).
 //
 //   node bench/nmp_runner.js [W1,W2,W3,W4,W5,W6,W7,W8,W9]
 'use strict';
@@ -233,7 +233,48 @@ async function w6() {
   xs = await wakeUp(0);
   emit('W6.lock.async_wakeup_no_poll.median', median(xs), 'us', N.WAKE);
   emit('W6.lock.async_wakeup_no_poll.p95', pct(xs, 0.95), 'us', N.WAKE);
+  xs = await jsPollFloor();
+  emit('W6.js_poll_floor.median', median(xs), 'us', N.WAKE);
+  emit('W6.js_poll_floor.p95', pct(xs, 0.95), 'us', N.WAKE);
   futexFloor();
+}
+
+// A floor for any async waiter in Node, measured the same way as the wake-up above: the waiting
+// process runs no code of ours, only a setImmediate chain that looks at a word in shared memory,
+// and the waker stores to that word (no futex) instead of releasing a lock.
+async function jsPollFloor() {
+  const word = new mp.RawArray('i', 1);
+  const state = new mp.RawArray('q', 4);  // as in wakeUp: [0] stamp, [1] child polls in round, [2] go, [3] rounds done
+  const lat = new mp.RawArray('d', N.WAKE);
+  const child = new mp.Process({
+    target: async (word, state, lat, n) => {
+      const pause = new Int32Array(new SharedArrayBuffer(4));
+      for (let i = 0; i < n; i++) {
+        while (Atomics.load(state, 2) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
+        const seen = new Promise((resolve) => {
+          const look = () => (Atomics.load(word, 0) === i + 1 ? resolve() : setImmediate(look));
+          setImmediate(look);
+        });
+        Atomics.store(state, 1, BigInt(i + 1));
+        await seen;
+        lat[i] = Number(process.hrtime.bigint() - state[0]) / 1e3;
+        Atomics.store(state, 3, BigInt(i + 1));
+      }
+    },
+    args: [word, state, lat, N.WAKE],
+  });
+  child.start();
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < N.WAKE; i++) {
+    while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
+    Atomics.store(state, 2, BigInt(i + 1));
+    while (Atomics.load(state, 1) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
+    Atomics.wait(pause, 0, 0, 1);  // the same 1 ms nap
+    Atomics.store(state, 0, process.hrtime.bigint());
+    Atomics.store(word, 0, i + 1);
+  }
+  await child.join();
+  return [...lat];
 }
 
 // The floor under that figure: one futex wake between two C processes, measured the same way

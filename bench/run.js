@@ -155,14 +155,20 @@ const ROWS = [
       { system: 'python-fork', key: 'W6.lock.wakeup_blocking.median', note: 'blocking `acquire()`' },
       { system: 'threads', note: '`Atomics.waitAsync`, another thread' },
     ],
-    also: [{ key: 'W6.futex_floor.median', name: (f) => `one futex wake between two C processes (${f(OURS, 'W6.futex_floor.median')})` }],
+    also: [
+      { key: 'W6.futex_floor.median', name: (f) => `one futex wake between two C processes (${f(OURS, 'W6.futex_floor.median')})` },
+      { key: 'W6.js_poll_floor.median', name: (f) => `a bare \`setImmediate\` poll of the word in plain JS (${f(OURS, 'W6.js_poll_floor.median')})` },
+    ],
   },
   {
     figure: '… the same, p95',
     better: 'lower', key: 'W6.lock.async_wakeup.p95',
     extra: (f) => `with polling off ${f(OURS, 'W6.lock.async_wakeup_no_poll.p95')}`,
     peers: [{ system: 'python-fork', key: 'W6.lock.wakeup_blocking.p95', note: 'blocking `acquire()`' }],
-    also: [{ key: 'W6.futex_floor.p95', name: (f) => `the C floor's p95 (${f(OURS, 'W6.futex_floor.p95')})` }],
+    also: [
+      { key: 'W6.futex_floor.p95', name: (f) => `the C floor's p95 (${f(OURS, 'W6.futex_floor.p95')})` },
+      { key: 'W6.js_poll_floor.p95', name: (f) => `the plain-JS poll's p95 (${f(OURS, 'W6.js_poll_floor.p95')})` },
+    ],
   },
   {
     figure: `a child sums a ${count(N.W7)} float64 shared array`,
