@@ -135,9 +135,6 @@ export interface Frame {
   copied?: number;
 }
 
-/** Buffer.allocUnsafe takes a payload shorter than this from its pool (half of Buffer.poolSize). */
-const POOLED_UNDER = 4096;
-
 /** Stands for a number's 8 payload bytes where only their length matters. */
 export const NUMBER_BYTES = new Uint8Array(8);
 
@@ -494,8 +491,9 @@ export class Ring {
       native.ringTake(this.seg.buffer, pos, into!.target, into!.offset, len, process.pid);
       return { kind, bytes: into!.target, copied: len };
     }
-    if (len < POOLED_UNDER) {
-      // Carved from Node's shared pool (a new backing store per payload costs more this small).
+    if (len < Buffer.poolSize >>> 1) {
+      // Carved from Node's shared pool, as Buffer.allocUnsafe does below half its size (a new
+      // backing store per payload costs more this small).
       const out = Buffer.allocUnsafe(len);
       native.ringTake(this.seg.buffer, pos, out, 0, len, process.pid);
       return { kind, bytes: out };
