@@ -27,6 +27,18 @@ export const enum WaitResult {
   Fault = 3,
   /** The word changed while the event loop polled it, before any sleep (async waits only). */
   Polled = 4,
+  /** A flag on Woken, NotEqual or Polled: the wait's claim was made (async waits only). */
+  Claimed = 8,
+}
+
+/** What futex.h's Claim does once the word has moved (see WaitClaim in wait.ts). */
+export const enum ClaimKind {
+  /** CAS the word from 0 to `value`, then store `markValue` at the mark. */
+  Take = 1,
+  /** The word holds `value`: add `markValue` to the mark. */
+  Seen = 2,
+  /** The word, a count above 0, made one lower; then as Seen. */
+  Count = 3,
 }
 
 export interface Binding {
@@ -47,9 +59,17 @@ export interface Binding {
   // futex.h, waiter.h
   futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined): WaitResult;
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
-  setWaitCallback(dispatch: (id: number, result: WaitResult) => void): void;
-  /** pollMs > 0: poll the word between event-loop turns that long before sleeping. */
-  futexWaitAsync(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined, pollMs?: number): number;
+  /** `dispatch` answers whether a waiter took the result: a claim nobody took is undone. */
+  setWaitCallback(dispatch: (id: number, result: WaitResult) => boolean): void;
+  /**
+   * pollMs > 0: poll the word between event-loop turns that long before sleeping. A claim is
+   * made, when the word has moved, right before the result is dispatched (its mark is a word of
+   * the same buffer).
+   */
+  futexWaitAsync(
+    buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined, pollMs?: number,
+    claimKind?: ClaimKind, claimValue?: number, markByteOffset?: number, markValue?: number,
+  ): number;
   futexCancel(id: number): void;
   /** Exited (or a zombie); given the start time its owner recorded (startTimeOf), also a reused pid. */
   processGone(pid: number, start?: number): boolean;

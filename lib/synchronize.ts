@@ -21,7 +21,8 @@ import { kShare, registerKind, ShareDescription } from './shared';
 import { compileSource, toTaskSpec } from './task';
 import { describe, optionsOf } from './describe';
 import {
-  checkSignal, checkTimeout, deadlineAfter, remaining, runAsync, runSync, wake, WaitPlan, WaitResult,
+  checkSignal, checkTimeout, ClaimKind, deadlineAfter, remaining, runAsync, runSync, wake, WaitPlan, WaitRequest,
+  WaitResult,
 } from './wait';
 
 const WAITERS = 0x40000000;
@@ -183,8 +184,18 @@ abstract class Primitive {
   }
 
   /** Futex address of word `i`, for wait requests. */
-  protected at(i: number, expected: number, timeout: number | undefined) {
+  protected at(i: number, expected: number, timeout: number | undefined): WaitRequest {
     return { buffer: this.seg.buffer, byteOffset: this.off + 4 * i, expected, timeout };
+  }
+
+  /**
+   * The wait on word 0 (holding 0) of a plan whose sleepers are counted in word 1, with the claim
+   * that does the rest of that plan natively (WaitClaim): for a plan run on its own only.
+   */
+  protected sleepAt(kind: ClaimKind, value: number, timeout: number | undefined): WaitRequest {
+    const req = this.at(0, 0, timeout);
+    req.claim = { kind, value, markByteOffset: this.off + 4, markValue: -1 };
+    return req;
   }
 
   protected wake(i: number, count: number): void {
@@ -283,7 +294,7 @@ export class Lock extends Acquirable {
     try {
       const o = optionsOf(options, 'acquire');
       const signal = checkSignal(o.signal);
-      return runAsync(this.acquirePlan(true, checkTimeout(o.timeout)), signal);
+      return runAsync(this.acquirePlan(true, checkTimeout(o.timeout), SPINS, true), signal);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -328,8 +339,12 @@ export class Lock extends Acquirable {
     return false;
   }
 
-  /** @internal The contended path, shared by both forms; `spins` before the first sleep. */
-  *acquirePlan(blocking: boolean, timeout: number | undefined, spins = SPINS): WaitPlan<boolean> {
+  /**
+   * @internal The contended path, shared by both forms; `spins` before the first sleep. With
+   * `claim`, an async wait takes the lock natively the moment it is free (WaitClaim): only for
+   * a plan run on its own, not one inside another plan, which would be cut short.
+   */
+  *acquirePlan(blocking: boolean, timeout: number | undefined, spins = SPINS, claim = false): WaitPlan<boolean> {
     const w = this.w;
     if (this.spinAcquire(spins)) return true;
     const deadline = deadlineAfter(blocking ? timeout : 0);
@@ -354,9 +369,16 @@ export class Lock extends Acquirable {
       }
       const left = remaining(deadline, OWNER_CHECK_MS);
       if (left === 0) return false;
-      const result = yield this.at(0, c, left);
+      const result = yield claim ? this.takeAt(c, left) : this.at(0, c, left);
       if (result === WaitResult.TimedOut) checkOwner = true;
     }
+  }
+
+  /** A wait whose claim does what the plan does once the word is 0: take it, then record our start. */
+  private takeAt(c: number, timeout: number | undefined): WaitRequest {
+    const req = this.at(0, c, timeout);
+    req.claim = { kind: ClaimKind.Take, value: SELF | WAITERS, markByteOffset: this.off + 4 * START, markValue: SELF_START };
+    return req;
   }
 
   /**
@@ -509,7 +531,7 @@ export class Semaphore extends Acquirable {
     try {
       const o = optionsOf(options, 'acquire');
       const signal = checkSignal(o.signal);
-      return runAsync(this.acquirePlan(true, checkTimeout(o.timeout)), signal);
+      return runAsync(this.acquirePlan(true, checkTimeout(o.timeout), true), signal);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -526,8 +548,8 @@ export class Semaphore extends Acquirable {
     if (Atomics.load(w, 1) > 0) this.wake(0, 1);
   }
 
-  /** @internal */
-  *acquirePlan(blocking: boolean, timeout: number | undefined): WaitPlan<boolean> {
+  /** @internal With `claim`, as Lock's: for a plan run on its own only. */
+  *acquirePlan(blocking: boolean, timeout: number | undefined, claim = false): WaitPlan<boolean> {
     const w = this.w;
     const deadline = deadlineAfter(blocking ? timeout : 0);
     for (;;) {
@@ -540,7 +562,7 @@ export class Semaphore extends Acquirable {
       if (left === 0) return false;
       Atomics.add(w, 1, 1);
       try {
-        yield this.at(0, 0, left);
+        yield claim ? this.sleepAt(ClaimKind.Count, 0, left) : this.at(0, 0, left);
       } finally {
         Atomics.sub(w, 1, 1);
       }
@@ -614,7 +636,8 @@ export class Event extends Primitive {
       if (left === 0) return false;
       Atomics.add(w, 1, 1);
       try {
-        yield this.at(0, 0, left);
+        // Its claim is what the rest of this plan does once the flag is set (async waits only).
+        yield this.sleepAt(ClaimKind.Seen, 1, left);
       } finally {
         Atomics.sub(w, 1, 1);
       }

@@ -4,8 +4,8 @@
 
 #include <memory>
 #include <unordered_map>
-#include <unordered_set>
 
+#include "futex.h"
 #include "spawn.h"
 #include "uring_waiter.h"
 #include "waiter.h"
@@ -31,7 +31,8 @@ class Addon : public Napi::Addon<Addon> {
   std::unique_ptr<Waiter> waiter;
   Napi::ThreadSafeFunction wait_tsfn;
   Napi::FunctionReference wait_callback;
-  std::unordered_set<uint64_t> live_waits;
+  // Pending async waits by id, each with what it may finish by itself (kind kNone: nothing).
+  std::unordered_map<uint64_t, futex::Claim> live_waits;
   uint64_t next_wait_id = 1;
   // Async waits that poll their word from the event loop before they sleep (sync_binding.cc).
   struct WaitPoll* poll = nullptr;  // owned by the event loop's handle, like `uring`
@@ -47,7 +48,7 @@ class Addon : public Napi::Addon<Addon> {
 
   void UpdateWaitRef(Napi::Env env);
   // The mapping [addr, addr + size) is going away: polled waits on it end as kFault, as a kernel
-  // wait on an unmapped word does, instead of reading it.
+  // wait on an unmapped word does, instead of reading it, and no wait's claim touches it.
   void DropPolledWaits(void* addr, size_t size);
   void UpdateExitRef(Napi::Env env);
 };

@@ -43,6 +43,57 @@ int Wake(uint32_t* addr, int count) {
   return static_cast<int>(rc);
 }
 
+bool TryClaim(const Claim& claim) {
+  switch (claim.kind) {
+    case Claim::kTake: {
+      uint32_t free_word = 0;
+      if (!__atomic_compare_exchange_n(claim.word, &free_word, claim.value, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        return false;
+      }
+      __atomic_store_n(claim.mark, claim.mark_value, __ATOMIC_RELEASE);
+      return true;
+    }
+    case Claim::kSeen:
+      if (__atomic_load_n(claim.word, __ATOMIC_ACQUIRE) != claim.value) return false;
+      __atomic_add_fetch(claim.mark, claim.mark_value, __ATOMIC_ACQ_REL);
+      return true;
+    case Claim::kCount: {
+      uint32_t count = __atomic_load_n(claim.word, __ATOMIC_ACQUIRE);
+      for (;;) {
+        if (static_cast<int32_t>(count) <= 0) return false;
+        // A failed CAS reloads `count`: another taker or giver moved it; look again.
+        if (__atomic_compare_exchange_n(claim.word, &count, count - 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) break;
+      }
+      __atomic_add_fetch(claim.mark, claim.mark_value, __ATOMIC_ACQ_REL);
+      return true;
+    }
+    case Claim::kNone:
+      break;
+  }
+  return false;
+}
+
+void UndoClaim(const Claim& claim) {
+  switch (claim.kind) {
+    case Claim::kTake:
+      // The mark first, then the word: as a release, no later owner sees this one's mark.
+      __atomic_store_n(claim.mark, 0, __ATOMIC_RELEASE);
+      __atomic_store_n(claim.word, 0, __ATOMIC_RELEASE);
+      Wake(claim.word, 1);
+      break;
+    case Claim::kSeen:
+      __atomic_sub_fetch(claim.mark, claim.mark_value, __ATOMIC_ACQ_REL);
+      break;
+    case Claim::kCount:
+      __atomic_sub_fetch(claim.mark, claim.mark_value, __ATOMIC_ACQ_REL);
+      __atomic_add_fetch(claim.word, 1, __ATOMIC_ACQ_REL);
+      Wake(claim.word, 1);
+      break;
+    case Claim::kNone:
+      break;
+  }
+}
+
 bool ProcessGone(pid_t pid, uint32_t start) {
   if (pid <= 0) return false;
   if (kill(pid, 0) != 0 && errno == ESRCH) return true;

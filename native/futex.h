@@ -15,6 +15,7 @@ enum WaitResult : int {
   kNotEqual = 2,   // the word no longer held `expected` when we tried to sleep
   kFault = 3,      // the word is no longer mapped
   kPolled = 4,     // the binding saw the word change while polling it, before any sleep
+  kClaimed = 8,    // a flag on kWoken/kPolled/kNotEqual: the wait's Claim was made (TryClaim)
 };
 
 // Sleeps while *addr == expected, at most timeout_ns (< 0: for ever).
@@ -31,6 +32,31 @@ inline bool WasContended(uint64_t wall_ns, uint64_t ran_ns) {
 
 // A gap between two turns of a polling loop longer than this is time the thread was away.
 constexpr uint64_t kStallAfterNs = 50000;
+
+// What an async wait may finish by itself once its word has changed, so that its waiter learns
+// the outcome in one call from the event loop instead of running its plan again (WaitClaim in
+// lib/wait.ts). Plain words in a live mapping; `mark` is in the same one.
+struct Claim {
+  enum Kind : uint8_t {
+    kNone = 0,
+    kTake = 1,  // a lock: CAS the word from 0 to `value`, then store `mark_value` at `mark`
+    kSeen = 2,  // an event: the word holds `value`; then add `mark_value` to `mark`
+    kCount = 3, // a semaphore: the word, a count above 0, made one lower; then as kSeen
+  };
+  Kind kind = kNone;
+  uint32_t* word = nullptr;
+  uint32_t value = 0;
+  uint32_t* mark = nullptr;
+  uint32_t mark_value = 0;
+};
+
+// Makes the claim if the word allows it now; true when made.
+bool TryClaim(const Claim& claim);
+
+// Takes back a claim made for a waiter that was gone by the time it was told: a taken word is
+// freed and a count given back (each waking one sleeper, as a release does); a mark gets its
+// addition back.
+void UndoClaim(const Claim& claim);
 
 // Wakes up to `count` waiters; returns how many were woken.
 int Wake(uint32_t* addr, int count);

@@ -196,6 +196,38 @@ describe('Lock across processes', () => {
     ready.close();
   });
 
+  test('an async acquire woken by a release in another process owns the lock: kept while alive, OwnerDiedError once killed', async () => {
+    // The wake-up's last step (taking the word, recording the owner's start time) is done in
+    // native code (WaitClaim): a wrong start time would pass the live owner for a dead one.
+    const lock = new mp.Lock();
+    const waiting = new mp.Event();
+    const holds = new mp.Event();
+    lock.acquireSync();
+    const taker = new mp.Process({
+      target: async (lock: any, waiting: any, holds: any) => {
+        const acquired = lock.acquire();
+        waiting.set();
+        await acquired;
+        holds.set();
+        setInterval(() => {}, 1000);
+      },
+      args: [lock, waiting, holds],
+    });
+    taker.start();
+    expect(await waiting.wait(10000)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    lock.release();
+    expect(await holds.wait(10000)).toBe(true);
+    expect(lock.locked()).toBe(true);
+    expect(await lock.acquire({ timeout: 250 })).toBe(false);  // through two owner checks
+    taker.kill();
+    await taker.join(5000);
+    await expect(lock.acquire({ timeout: 5000 })).rejects.toMatchObject({ name: 'OwnerDiedError', ownerPid: taker.pid });
+    expect(await lock.acquire({ timeout: 1000 })).toBe(true);
+    lock.release();
+    for (const x of [lock, waiting, holds]) x.close();
+  });
+
   test('a dead holder is noticed by an acquirer that arrives after the death, sync form too', async () => {
     const lock = new mp.RLock();
     const holder = new mp.Process({ target: (lock: any) => { lock.acquireSync(); process.kill(process.pid, 'SIGKILL'); }, args: [lock] });

@@ -273,6 +273,24 @@ describe('async waits', () => {
   });
 });
 
+describe('claims: a wait that finishes its plan natively', () => {
+  test('made once the word moves, right before the waiter is told; undone when no waiter took it; never for a cancelled wait', () => {
+    const got = fixtureJson('wait-claims.js');
+    const told = (claimed: boolean, words: number[]) => ({ told: true, claimed, words });
+    const each = {
+      take: told(true, [77, 9]),              // the lock word taken, its mark (start time) stored
+      takeNobodyTook: told(true, [0, 0]),     // freed again
+      takeLost: told(false, [6, 0]),          // another owner got it first: the plan runs on
+      seen: told(true, [1, 2]),               // the flag seen: one sleeper fewer
+      seenNobodyTook: told(true, [1, 3]),
+      count: told(true, [1, 0]),              // one of the count taken, one sleeper fewer
+      countNobodyTook: told(true, [2, 1]),
+      cancelled: { told: false, claimed: false, words: [0, 0] },
+    };
+    expect(got).toEqual({ polled: each, kernel: each, badKind: 'RangeError: claim kind must be 1 (take), 2 (seen) or 3 (count)' });
+  });
+});
+
 describe('async waits poll before they sleep', () => {
   test('polling sees a change no wake announced, hands over to the kernel, lets timers run, ends on close and abort, and backs off', () => {
     const got = fixtureJson('wait-polling.js');

@@ -30,11 +30,12 @@ inline std::string StringArg(const Napi::CallbackInfo& info, size_t i, const cha
   return info[i].As<Napi::String>().Utf8Value();
 }
 
-// The 32-bit word at byte `offset` of an ArrayBuffer, checked for bounds and alignment.
-inline uint32_t* WordArg(const Napi::CallbackInfo& info, size_t i) {
+// The 32-bit word at byte `offset` of an ArrayBuffer, checked for bounds and alignment: the
+// buffer is argument i, the offset argument `offset_at` (by default the next one).
+inline uint32_t* WordArg(const Napi::CallbackInfo& info, size_t i, size_t offset_at = 0) {
   if (!info[i].IsArrayBuffer()) throw Napi::TypeError::New(info.Env(), "buffer must be an ArrayBuffer");
   Napi::ArrayBuffer ab = info[i].As<Napi::ArrayBuffer>();
-  int64_t offset = IntArg(info, i + 1, "byteOffset");
+  int64_t offset = IntArg(info, offset_at == 0 ? i + 1 : offset_at, "byteOffset");
   if (offset < 0 || offset % 4 != 0 || static_cast<size_t>(offset) + 4 > ab.ByteLength()) {
     throw Napi::RangeError::New(info.Env(), "byteOffset is out of bounds or unaligned");
   }

@@ -57,17 +57,38 @@ Napi::Value FutexWake(const Napi::CallbackInfo& info) {
   }
 }
 
-// Runs on the JS thread whenever completions are ready.
+// Whether a wait ended because its word changed (or may have): the results a claim follows.
+bool WordMoved(int result) {
+  return result == futex::kWoken || result == futex::kPolled || result == futex::kNotEqual;
+}
+
+// Runs on the JS thread whenever completions are ready. A wait with a claim gets it made here,
+// right before its waiter is told, never earlier: a wait cancelled meanwhile claims nothing. The
+// dispatcher answers whether a waiter took the result; a claim nobody took is undone.
 void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done) {
   Addon* addon = env.GetInstanceData<Addon>();
   if (addon == nullptr || addon->wait_callback.IsEmpty()) return;
   Napi::Function dispatcher = addon->wait_callback.Value();
   for (const Waiter::Completion& c : done) {
-    if (addon->live_waits.erase(c.id) == 0) continue;  // cancelled meanwhile
+    auto live = addon->live_waits.find(c.id);
+    if (live == addon->live_waits.end()) continue;  // cancelled meanwhile
+    futex::Claim claim = live->second;
+    addon->live_waits.erase(live);
+    int result = c.result;
+    bool claimed = WordMoved(result) && futex::TryClaim(claim);
+    if (claimed) result |= futex::kClaimed;
+    bool taken = false;
     // One failing call must not lose the completions after it (their promises would hang).
     try {
-      dispatcher.Call({Napi::Number::New(env, static_cast<double>(c.id)), Napi::Number::New(env, c.result)});
+      Napi::Value answer = dispatcher.Call({Napi::Number::New(env, static_cast<double>(c.id)), Napi::Number::New(env, result)});
+      taken = answer.IsBoolean() && answer.As<Napi::Boolean>().Value();
     } catch (const Napi::Error&) {
+    }
+    if (claimed && !taken) {
+      try {
+        futex::UndoClaim(claim);
+      } catch (const SysFail&) {
+      }
     }
   }
   addon->UpdateWaitRef(env);
@@ -338,8 +359,27 @@ Napi::Value SetWaitCallback(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// futexWaitAsync(buffer, byteOffset, expected, timeoutMs, pollMs = 0) -> id; the result comes to
-// the wait callback. pollMs > 0 polls the word on the event loop that long before sleeping.
+// The optional claim of futexWaitAsync: kind, value, mark byteOffset (in the same buffer), mark
+// value, from argument `i` on.
+futex::Claim ClaimArgs(const Napi::CallbackInfo& info, size_t i, uint32_t* word) {
+  futex::Claim claim;
+  if (info.Length() <= i || info[i].IsUndefined()) return claim;
+  RequireArgs(info, i + 4, "futexWaitAsync claim");
+  int64_t kind = IntArg(info, i, "claim kind");
+  if (kind < futex::Claim::kTake || kind > futex::Claim::kCount) {
+    throw Napi::RangeError::New(info.Env(), "claim kind must be 1 (take), 2 (seen) or 3 (count)");
+  }
+  claim.kind = static_cast<futex::Claim::Kind>(kind);
+  claim.word = word;
+  claim.value = static_cast<uint32_t>(IntArg(info, i + 1, "claim value"));
+  claim.mark = WordArg(info, 0, i + 2);
+  claim.mark_value = static_cast<uint32_t>(IntArg(info, i + 3, "claim mark value"));
+  return claim;
+}
+
+// futexWaitAsync(buffer, byteOffset, expected, timeoutMs, pollMs = 0, claim...) -> id; the
+// result comes to the wait callback. pollMs > 0 polls the word on the event loop that long
+// before sleeping. A claim (ClaimArgs) is made when the word has moved, before the callback.
 Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
   RequireArgs(info, 4, "futexWaitAsync");
   Addon* addon = info.Env().GetInstanceData<Addon>();
@@ -348,6 +388,7 @@ Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
   uint32_t expected = static_cast<uint32_t>(IntArg(info, 2, "expected"));
   int64_t timeout_ms = TimeoutMsArg(info, 3);
   int64_t poll_ns = PollNsArg(info, 4);
+  futex::Claim claim = ClaimArgs(info, 5, word);
   uint64_t id = addon->next_wait_id++;
   WaitPoll* wp = poll_ns > 0 && timeout_ms != 0 ? EnsurePoll(info.Env(), addon) : nullptr;
   if (wp != nullptr) {
@@ -364,7 +405,7 @@ Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
       ThrowSysFail(info.Env(), f);
     }
   }
-  addon->live_waits.insert(id);
+  addon->live_waits.emplace(id, claim);
   addon->UpdateWaitRef(info.Env());
   return Napi::Number::New(info.Env(), static_cast<double>(id));
 }
@@ -428,11 +469,17 @@ void Addon::UpdateWaitRef(Napi::Env env) {
 }
 
 void Addon::DropPolledWaits(void* addr, size_t size) {
-  if (poll == nullptr) return;
   auto* begin = static_cast<char*>(addr);
+  auto inside = [begin, size](const uint32_t* word) {
+    auto* at = reinterpret_cast<const char*>(word);
+    return at >= begin && at < begin + size;
+  };
+  for (auto& [id, claim] : live_waits) {
+    if (claim.kind != futex::Claim::kNone && inside(claim.word)) claim.kind = futex::Claim::kNone;
+  }
+  if (poll == nullptr) return;
   for (WaitPoll::Entry& e : poll->entries) {
-    auto* at = reinterpret_cast<char*>(e.word);
-    if (at >= begin && at < begin + size) e.faulted = true;  // reported on the next turn
+    if (inside(e.word)) e.faulted = true;  // reported on the next turn
   }
 }
 

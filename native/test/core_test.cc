@@ -151,6 +151,34 @@ void TestFutex() {
   Check(mp::futex::ProcessGone(getpid(), start + 1), "futex: a live process under the pid that started at another time is someone else");
 }
 
+void TestClaims() {
+  using mp::futex::Claim;
+  uint32_t words[2] = {7, 0};  // [0] the futex word, [1] the mark
+  Claim take{Claim::kTake, &words[0], 0x40000123, &words[1], 99};
+  Check(!mp::futex::TryClaim(take) && words[0] == 7 && words[1] == 0, "claim: a held lock is not taken, the mark untouched");
+  words[0] = 0;
+  Check(mp::futex::TryClaim(take) && words[0] == 0x40000123 && words[1] == 99, "claim: a free lock is taken and marked");
+  mp::futex::UndoClaim(take);
+  Check(words[0] == 0 && words[1] == 0, "claim: undoing a take frees the lock and clears its mark");
+
+  uint32_t event[2] = {0, 3};  // [0] the flag, [1] sleepers
+  Claim seen{Claim::kSeen, &event[0], 1, &event[1], static_cast<uint32_t>(-1)};
+  Check(!mp::futex::TryClaim(seen) && event[1] == 3, "claim: an unset flag is not seen");
+  event[0] = 1;
+  Check(mp::futex::TryClaim(seen) && event[1] == 2, "claim: a set flag is seen, and the sleeper leaves the count");
+  mp::futex::UndoClaim(seen);
+  Check(event[1] == 3, "claim: undoing a seen flag counts the sleeper again");
+
+  uint32_t sem[2] = {0, 1};  // [0] the count, [1] sleepers
+  Claim count{Claim::kCount, &sem[0], 0, &sem[1], static_cast<uint32_t>(-1)};
+  Check(!mp::futex::TryClaim(count) && sem[0] == 0 && sem[1] == 1, "claim: a count of 0 gives nothing");
+  sem[0] = 2;
+  Check(mp::futex::TryClaim(count) && sem[0] == 1 && sem[1] == 0, "claim: a count above 0 gives one");
+  mp::futex::UndoClaim(count);
+  Check(sem[0] == 2 && sem[1] == 1, "claim: undoing gives the count back");
+  Check(!mp::futex::TryClaim(Claim{}), "claim: no claim makes nothing");
+}
+
 void TestWaiter() {
   std::atomic<int> notified{0};
   mp::Waiter waiter([&] { notified++; });
@@ -545,6 +573,7 @@ void TestRing() {
 int main() {
   TestShm();
   TestFutex();
+  TestClaims();
   TestWaiter();
   TestUringWaiter();
   TestTracker();
