@@ -1,7 +1,8 @@
 // The floor for a wake-up across processes: one FUTEX_WAKE from a process that napped 1 ms, to the
 // moment the waiting process runs again, measured the way bench/nmp_runner.js measures our async
-// wake-up (W6.lock.async_wakeup). Prints the median and p95 in µs as two JSON lines.
-//   cc -O2 -o futex_floor bench/futex_floor.c && ./futex_floor 300
+// wake-up (W6.lock.async_wakeup): `rounds` counted after `warmup` that are not. Prints the median
+// and p95 in µs as two JSON lines, or with `raw` every counted latency (nmp_runner pools them).
+//   cc -O2 -o futex_floor bench/futex_floor.c && ./futex_floor 300 [warmup] [raw]
 #define _GNU_SOURCE
 #include <linux/futex.h>
 #include <sched.h>
@@ -9,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -38,7 +40,11 @@ static int compare(const void* a, const void* b) {
 }
 
 int main(int argc, char** argv) {
-  int n = argc > 1 ? atoi(argv[1]) : 300;
+  int counted = argc > 1 ? atoi(argv[1]) : 300;
+  int warmup = argc > 2 ? atoi(argv[2]) : 0;
+  int raw = argc > 3 && strcmp(argv[3], "raw") == 0;
+  if (counted <= 0 || warmup < 0) return 2;
+  int n = warmup + counted;
   struct shared* s = mmap(NULL, sizeof *s + n * sizeof(double), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (s == MAP_FAILED) return 1;
   pid_t child = fork();
@@ -61,8 +67,13 @@ int main(int argc, char** argv) {
     futex(&s->word, FUTEX_WAKE, 1);
   }
   waitpid(child, NULL, 0);
-  qsort(s->latency_us, n, sizeof(double), compare);
-  printf("{\"system\":\"node-multiprocessing\",\"workload\":\"W6.futex_floor.median\",\"value\":%.3f,\"unit\":\"us\",\"n\":%d}\n", s->latency_us[n / 2], n);
-  printf("{\"system\":\"node-multiprocessing\",\"workload\":\"W6.futex_floor.p95\",\"value\":%.3f,\"unit\":\"us\",\"n\":%d}\n", s->latency_us[(int)(n * 0.95)], n);
+  double* lat = s->latency_us + warmup;
+  if (raw) {
+    for (int i = 0; i < counted; i++) printf("%.3f\n", lat[i]);
+    return 0;
+  }
+  qsort(lat, counted, sizeof(double), compare);
+  printf("{\"system\":\"node-multiprocessing\",\"workload\":\"W6.futex_floor.median\",\"value\":%.3f,\"unit\":\"us\",\"n\":%d}\n", lat[counted / 2], counted);
+  printf("{\"system\":\"node-multiprocessing\",\"workload\":\"W6.futex_floor.p95\",\"value\":%.3f,\"unit\":\"us\",\"n\":%d}\n", lat[(int)(counted * 0.95)], counted);
   return 0;
 }

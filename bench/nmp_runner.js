@@ -191,11 +191,13 @@ async function w6() {
   // Round i: once the child has finished round i-1 (state[3]), this process takes the lock and
   // says so (state[2]); the child then starts an acquire, says it waits (state[1]); we let its
   // wait reach the kernel (or its poll run), stamp, and release. Measured as shipped (the wait
-  // polls first, lib/wait.ts), and with polling off (it sleeps at once).
-  const wakeUp = async (pollMs) => {
+  // polls first, lib/wait.ts), and with polling off (it sleeps at once). Each pair of processes
+  // runs WAKE_WARMUP rounds first that are not counted, as every system here does.
+  const wakeUp = async (pollMs, counted) => {
+    const n = N.WAKE_WARMUP + counted;
     const wakeLock = new mp.Lock();
     const state = new mp.RawArray('q', 4);  // [0] release stamp, [1] child waits in round, [2] parent holds for round, [3] rounds done
-    const lat = new mp.RawArray('d', N.WAKE);
+    const lat = new mp.RawArray('d', n);
     const child = new mp.Process({
       target: async (lock, state, lat, n, pollMs) => {
         if (pollMs !== undefined) require(process.env.NMP_BENCH_MP).setWaitPolling(pollMs);
@@ -210,12 +212,12 @@ async function w6() {
           Atomics.store(state, 3, BigInt(i + 1));
         }
       },
-      args: [wakeLock, state, lat, N.WAKE, pollMs],
+      args: [wakeLock, state, lat, n, pollMs],
       env: { ...process.env, NMP_BENCH_MP: require.resolve('..') },
     });
     child.start();
     const pause = new Int32Array(new SharedArrayBuffer(4));
-    for (let i = 0; i < N.WAKE; i++) {
+    for (let i = 0; i < n; i++) {
       while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
       wakeLock.acquireSync();
       Atomics.store(state, 2, BigInt(i + 1));
@@ -225,27 +227,42 @@ async function w6() {
       wakeLock.release();
     }
     await child.join();
-    return [...lat];
+    return [...lat].slice(N.WAKE_WARMUP);
   };
-  let xs = await wakeUp(undefined);
-  emit('W6.lock.async_wakeup.median', median(xs), 'us', N.WAKE);
-  emit('W6.lock.async_wakeup.p95', pct(xs, 0.95), 'us', N.WAKE);
-  xs = await wakeUp(0);
-  emit('W6.lock.async_wakeup_no_poll.median', median(xs), 'us', N.WAKE);
-  emit('W6.lock.async_wakeup_no_poll.p95', pct(xs, 0.95), 'us', N.WAKE);
-  xs = await jsPollFloor();
-  emit('W6.js_poll_floor.median', median(xs), 'us', N.WAKE);
-  emit('W6.js_poll_floor.p95', pct(xs, 0.95), 'us', N.WAKE);
-  futexFloor();
+  // Ours, the plain-JS poll and the C floor take turns in WAKE_CHUNKS chunks, so that the ratios
+  // compare the same minutes of a machine whose wake-up times drift (on this VM the C floor went
+  // from 2 µs to 9 µs within an hour).
+  const floor = futexFloor();
+  const xs = { polled: [], noPoll: [], jsPoll: [], c: [] };
+  const chunk = Math.ceil(N.WAKE / N.WAKE_CHUNKS);
+  for (let k = 0; k < N.WAKE_CHUNKS; k++) {
+    xs.polled.push(...await wakeUp(undefined, chunk));
+    xs.c.push(...floor.run(chunk));
+    xs.noPoll.push(...await wakeUp(0, chunk));
+    xs.jsPoll.push(...await jsPollFloor(chunk));
+  }
+  floor.close();
+  const n = chunk * N.WAKE_CHUNKS;
+  emit('W6.lock.async_wakeup.median', median(xs.polled), 'us', n);
+  emit('W6.lock.async_wakeup.p95', pct(xs.polled, 0.95), 'us', n);
+  emit('W6.lock.async_wakeup_no_poll.median', median(xs.noPoll), 'us', n);
+  emit('W6.lock.async_wakeup_no_poll.p95', pct(xs.noPoll, 0.95), 'us', n);
+  emit('W6.js_poll_floor.median', median(xs.jsPoll), 'us', n);
+  emit('W6.js_poll_floor.p95', pct(xs.jsPoll, 0.95), 'us', n);
+  if (xs.c.length > 0) {
+    emit('W6.futex_floor.median', median(xs.c), 'us', n);
+    emit('W6.futex_floor.p95', pct(xs.c, 0.95), 'us', n);
+  }
 }
 
 // A floor for any async waiter in Node, measured the same way as the wake-up above: the waiting
 // process runs no code of ours, only a setImmediate chain that looks at a word in shared memory,
 // and the waker stores to that word (no futex) instead of releasing a lock.
-async function jsPollFloor() {
+async function jsPollFloor(counted) {
+  const n = N.WAKE_WARMUP + counted;
   const word = new mp.RawArray('i', 1);
   const state = new mp.RawArray('q', 4);  // as in wakeUp: [0] stamp, [1] child polls in round, [2] go, [3] rounds done
-  const lat = new mp.RawArray('d', N.WAKE);
+  const lat = new mp.RawArray('d', n);
   const child = new mp.Process({
     target: async (word, state, lat, n) => {
       const pause = new Int32Array(new SharedArrayBuffer(4));
@@ -261,11 +278,11 @@ async function jsPollFloor() {
         Atomics.store(state, 3, BigInt(i + 1));
       }
     },
-    args: [word, state, lat, N.WAKE],
+    args: [word, state, lat, n],
   });
   child.start();
   const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let i = 0; i < N.WAKE; i++) {
+  for (let i = 0; i < n; i++) {
     while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
     Atomics.store(state, 2, BigInt(i + 1));
     while (Atomics.load(state, 1) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
@@ -274,23 +291,31 @@ async function jsPollFloor() {
     Atomics.store(word, 0, i + 1);
   }
   await child.join();
-  return [...lat];
+  return [...lat].slice(N.WAKE_WARMUP);
 }
 
 // The floor under that figure: one futex wake between two C processes, measured the same way
-// (bench/futex_floor.c), compiled here with the machine's cc. Skipped with a note without one.
+// (bench/futex_floor.c), compiled here with the machine's cc. `run(counted)` gives the counted
+// rounds' latencies, after WAKE_WARMUP more; without a cc it gives none, with a note.
 function futexFloor() {
   const { execFileSync } = require('child_process');
   const path = require('path');
   const exe = path.join(require('os').tmpdir(), `nmp-futex-floor-${process.pid}`);
+  let ok = true;
   try {
     execFileSync('cc', ['-O2', '-o', exe, path.join(__dirname, 'futex_floor.c')], { stdio: 'ignore' });
-    process.stdout.write(execFileSync(exe, [String(N.WAKE)], { encoding: 'utf8' }));
   } catch (err) {
+    ok = false;
     process.stderr.write(`W6.futex_floor skipped: ${err.message.split('\n')[0]}\n`);
-  } finally {
-    fs.rmSync(exe, { force: true });
   }
+  return {
+    run: (counted) => {
+      if (!ok) return [];
+      const out = execFileSync(exe, [String(counted), String(N.WAKE_WARMUP), 'raw'], { encoding: 'utf8' });
+      return out.trim().split(/\s+/).map(Number);
+    },
+    close: () => fs.rmSync(exe, { force: true }),
+  };
 }
 
 // W7: a child sums a 10M float64 mp.Array (median of 3), and, in the same child, the same loop

@@ -177,16 +177,18 @@ async function w6() {
   emit('W6.lock.contended_2proc.correct', value === n ? 1 : 0, 'bool', n);
 
   // Async wake-up: this thread releases, a Promise of Atomics.waitAsync resolves in another
-  // thread. Timed as nmp_runner times ours across processes.
+  // thread. Timed as nmp_runner times ours across processes, the first WAKE_WARMUP rounds not
+  // counted.
+  const rounds = N.WAKE_WARMUP + N.WAKE;
   const wake = new SharedArrayBuffer(48);
-  const lat = new SharedArrayBuffer(8 * N.WAKE);
-  const waiter = start('waiter', { words: wake, lat, rounds: N.WAKE });
+  const lat = new SharedArrayBuffer(8 * rounds);
+  const waiter = start('waiter', { words: wake, lat, rounds });
   const waiterGone = exited(waiter);
   await message(waiter);  // a thread still starting needs this one's event loop
   const wakeWord = new Int32Array(wake, 0, 1);
   const state = new BigInt64Array(wake, 8, 4);
   const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let i = 0; i < N.WAKE; i++) {
+  for (let i = 0; i < rounds; i++) {
     while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
     lock(wakeWord);
     Atomics.store(state, 2, BigInt(i + 1));
@@ -196,7 +198,7 @@ async function w6() {
     unlock(wakeWord);
   }
   await waiterGone;
-  const xs = [...new Float64Array(lat)];
+  const xs = [...new Float64Array(lat, 8 * N.WAKE_WARMUP)];
   emit('W6.lock.async_wakeup.median', median(xs), 'us', N.WAKE);
   emit('W6.lock.async_wakeup.p95', pct(xs, 0.95), 'us', N.WAKE);
 }
