@@ -59,16 +59,17 @@ export interface Binding {
   // futex.h, waiter.h
   futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined): WaitResult;
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
-  /** `dispatch` answers whether a waiter took the result: a claim nobody took is undone. */
-  setWaitCallback(dispatch: (id: number, result: WaitResult) => boolean): void;
   /**
-   * pollMs > 0: poll the word between event-loop turns that long before sleeping. A claim is
-   * made, when the word has moved, right before the result is dispatched (its mark is a word of
-   * the same buffer).
+   * Returns the wait's id (for futexCancel); `done` is called with its result from the event loop.
+   * pollMs > 0: poll the word between event-loop turns that long before sleeping. A claim is made,
+   * when the word has moved, right before `done` is called (its mark is a word of the same
+   * buffer); one made while polling calls `resolve(true)` instead, where given.
    */
   futexWaitAsync(
-    buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined, pollMs?: number,
+    buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined, pollMs: number,
+    done: (result: WaitResult) => void,
     claimKind?: ClaimKind, claimValue?: number, markByteOffset?: number, markValue?: number,
+    resolve?: (value: true) => void,
   ): number;
   futexCancel(id: number): void;
   /** Exited (or a zombie); given the start time its owner recorded (startTimeOf), also a reused pid. */

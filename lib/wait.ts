@@ -43,9 +43,6 @@ export interface WaitClaim {
 
 export type WaitPlan<T> = Generator<WaitRequest, T, WaitResult>;
 
-const pending = new Map<number, (result: WaitResult) => void>();
-let dispatcherInstalled = false;
-
 // Polling before sleeping. A wake-up that reaches a sleeping event loop costs a halted core's
 // exit and a cold cache: 40-70 µs on a 2-core VM whose C floor is ~21 µs. A loop that is still
 // turning sees the word change within a turn (a few µs). So an async wait first polls its word
@@ -101,28 +98,20 @@ function budgetOf(req: WaitRequest): SpinBudget {
   return budget;
 }
 
-function installDispatcher(): void {
-  // Answers whether a waiter took the result: the native side undoes a claim nobody took.
-  native.setWaitCallback((id, result) => {
-    const resolve = pending.get(id);
-    if (resolve === undefined) return false;
-    pending.delete(id);
-    resolve(result);
-    return true;
-  });
-  dispatcherInstalled = true;
-}
-
 /** Sleeps this thread while the word holds `expected`. */
 export function waitSync(req: WaitRequest): WaitResult {
   return native.futexWait(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout);
 }
 
-/** The poll window for this wait: 0 when polling is off or this word's budget says skip. */
-function windowFor(req: WaitRequest): { budget: SpinBudget | undefined; window: number } {
+/**
+ * The poll window for this wait: 0 when polling is off or this word's budget says skip. With
+ * `quietHit`, a hit is counted now, for a wait whose hit nobody will report (resolved natively).
+ */
+function windowFor(req: WaitRequest, quietHit: boolean): { budget: SpinBudget | undefined; window: number } {
   if (pollMs === 0 || req.timeout === 0 || req.poll === false) return { budget: undefined, window: 0 };
   const budget = budgetOf(req);
-  return { budget, window: budget.begin() ? pollMs : 0 };
+  const granted = quietHit ? budget.beginAssumingHit() : budget.begin();
+  return { budget, window: granted ? pollMs : 0 };
 }
 
 function sameWord(a: WaitRequest, b: WaitRequest): boolean {
@@ -139,7 +128,9 @@ export function waitAsync(req: WaitRequest, signal?: AbortSignal, poll = 0): Pro
 
 /**
  * waitAsync with callbacks: `done` runs inside the completion's own call from the event loop,
- * with no promise in between; `fail` with the AbortError when `signal` aborts first.
+ * with no promise in between; `fail` with the AbortError when `signal` aborts first. `resolve`,
+ * for a request with a claim and no signal: called with true, instead of `done`, when the claim
+ * is made while polling.
  */
 function waitThen(
   req: WaitRequest,
@@ -147,29 +138,26 @@ function waitThen(
   poll: number,
   done: (result: WaitResult) => void,
   fail: (err: unknown) => void,
+  resolve?: (value: true) => void,
 ): void {
-  if (!dispatcherInstalled) installDispatcher();
   const claim = req.claim;
+  let onAbort: (() => void) | undefined;
+  const told = signal === undefined ? done : (result: WaitResult): void => {
+    signal.removeEventListener('abort', onAbort!);
+    done(result);
+  };
   const id = claim === undefined
-    ? native.futexWaitAsync(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll)
+    ? native.futexWaitAsync(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll, told)
     : native.futexWaitAsync(
-      req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll,
-      claim.kind, claim.value, claim.markByteOffset, claim.markValue,
+      req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll, told,
+      claim.kind, claim.value, claim.markByteOffset, claim.markValue, signal === undefined ? resolve : undefined,
     );
-  if (signal === undefined) {
-    pending.set(id, done);
-    return;
-  }
-  const onAbort = (): void => {
-    pending.delete(id);
+  if (signal === undefined) return;
+  onAbort = (): void => {
     native.futexCancel(id);
     fail(abortError(signal));
   };
   signal.addEventListener('abort', onAbort, { once: true });
-  pending.set(id, (result) => {
-    signal.removeEventListener('abort', onAbort);
-    done(result);
-  });
 }
 
 export function wake(buffer: ArrayBuffer, byteOffset: number, count: number): number {
@@ -206,7 +194,10 @@ export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T>
         step = next();
         while (!step.done) {
           const req = step.value;
-          const { budget, window } = windowFor(req);
+          // A claimed wait ends with `true` (WaitClaim); without a signal to unhook, one claimed
+          // while polling resolves the promise from native code, and its budget counts the hit now.
+          const direct = req.claim !== undefined && signal === undefined;
+          const { budget, window } = windowFor(req, direct);
           try {
             waitThen(
               req,
@@ -227,6 +218,7 @@ export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T>
                 signal = undefined;
                 queueMicrotask(() => proceed(() => plan.throw(err)));
               },
+              direct ? (resolve as (value: true) => void) : undefined,
             );
             return;
           } catch (err) {

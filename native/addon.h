@@ -20,6 +20,14 @@ struct Mapping {
   bool mapped;
 };
 
+// A pending async wait (sync_binding.cc): who is told its result, and what it may finish by
+// itself (a claim of kind kNone: nothing).
+struct LiveWait {
+  futex::Claim claim;
+  Napi::FunctionReference done;     // called with the WaitResult
+  Napi::FunctionReference resolve;  // if set, called with true instead, for a claim made while polling
+};
+
 class Addon : public Napi::Addon<Addon> {
  public:
   Addon(Napi::Env env, Napi::Object exports);
@@ -30,9 +38,7 @@ class Addon : public Napi::Addon<Addon> {
   struct UringPoll* uring = nullptr;  // owned by the event loop's handle; see sync_binding.cc
   std::unique_ptr<Waiter> waiter;
   Napi::ThreadSafeFunction wait_tsfn;
-  Napi::FunctionReference wait_callback;
-  // Pending async waits by id, each with what it may finish by itself (kind kNone: nothing).
-  std::unordered_map<uint64_t, futex::Claim> live_waits;
+  std::unordered_map<uint64_t, LiveWait> live_waits;
   uint64_t next_wait_id = 1;
   // Async waits that poll their word from the event loop before they sleep (sync_binding.cc).
   struct WaitPoll* poll = nullptr;  // owned by the event loop's handle, like `uring`

@@ -110,7 +110,8 @@ void DeliverExits(Napi::Env env) {
   addon->UpdateExitRef(env);
 }
 
-// As setWaitCallback: the latest function set receives the pidfds of exited children.
+// The latest function set receives the pidfds of exited children (a test runner may load our JS
+// afresh per test file, but this addon once per process).
 Napi::Value SetExitCallback(const Napi::CallbackInfo& info) {
   RequireArgs(info, 1, "setExitCallback");
   if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setExitCallback: expected a function");

@@ -63,30 +63,35 @@ bool WordMoved(int result) {
 }
 
 // Runs on the JS thread whenever completions are ready. A wait with a claim gets it made here,
-// right before its waiter is told, never earlier: a wait cancelled meanwhile claims nothing. The
-// dispatcher answers whether a waiter took the result; a claim nobody took is undone.
+// right before its waiter is told, never earlier: a wait cancelled meanwhile claims nothing. A
+// claim made while polling resolves the waiter's promise through its own resolve function, with
+// no JS of ours in between (its budget assumed the hit). A claim whose waiter could not be told
+// (the environment is going away) is undone.
 void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done) {
   Addon* addon = env.GetInstanceData<Addon>();
-  if (addon == nullptr || addon->wait_callback.IsEmpty()) return;
-  Napi::Function dispatcher = addon->wait_callback.Value();
+  if (addon == nullptr) return;
   for (const Waiter::Completion& c : done) {
     auto live = addon->live_waits.find(c.id);
     if (live == addon->live_waits.end()) continue;  // cancelled meanwhile
-    futex::Claim claim = live->second;
+    LiveWait wait = std::move(live->second);
     addon->live_waits.erase(live);
     int result = c.result;
-    bool claimed = WordMoved(result) && futex::TryClaim(claim);
+    bool claimed = WordMoved(result) && futex::TryClaim(wait.claim);
     if (claimed) result |= futex::kClaimed;
-    bool taken = false;
+    bool told = false;
     // One failing call must not lose the completions after it (their promises would hang).
     try {
-      Napi::Value answer = dispatcher.Call({Napi::Number::New(env, static_cast<double>(c.id)), Napi::Number::New(env, result)});
-      taken = answer.IsBoolean() && answer.As<Napi::Boolean>().Value();
+      if (claimed && c.result == futex::kPolled && !wait.resolve.IsEmpty()) {
+        wait.resolve.Call({Napi::Boolean::New(env, true)});
+      } else {
+        wait.done.Call({Napi::Number::New(env, result)});
+      }
+      told = true;
     } catch (const Napi::Error&) {
     }
-    if (claimed && !taken) {
+    if (claimed && !told) {
       try {
-        futex::UndoClaim(claim);
+        futex::UndoClaim(wait.claim);
       } catch (const SysFail&) {
       }
     }
@@ -331,18 +336,14 @@ WaitPoll* EnsurePoll(Napi::Env env, Addon* addon) {
   return wp;
 }
 
-// Sets the JS function that receives (id, result). It may be set again (a test runner loads our
-// JS afresh per test file, but this addon once per process): the latest one gets the results.
-Napi::Value SetWaitCallback(const Napi::CallbackInfo& info) {
-  RequireArgs(info, 1, "setWaitCallback");
-  if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setWaitCallback: expected a function");
-  Addon* addon = info.Env().GetInstanceData<Addon>();
-  addon->wait_callback = Napi::Persistent(info[0].As<Napi::Function>());
-  if (addon->uring != nullptr || addon->waiter) return info.Env().Undefined();
-  addon->uring = StartUring(info.Env());
-  if (addon->uring != nullptr) return info.Env().Undefined();
-  addon->wait_tsfn = Napi::ThreadSafeFunction::New(info.Env(), Napi::Function(), "node-multiprocessing:wait", 0, 1);
-  addon->wait_tsfn.Unref(info.Env());
+// Starts what serves this environment's async waits, at its first one: io_uring, else a waiter
+// thread reporting through a thread-safe function.
+void StartWaitBackend(Napi::Env env, Addon* addon) {
+  if (addon->uring != nullptr || addon->waiter) return;
+  addon->uring = StartUring(env);
+  if (addon->uring != nullptr) return;
+  addon->wait_tsfn = Napi::ThreadSafeFunction::New(env, Napi::Function(), "node-multiprocessing:wait", 0, 1);
+  addon->wait_tsfn.Unref(env);
   Napi::ThreadSafeFunction tsfn = addon->wait_tsfn;
   addon->waiter = std::make_unique<Waiter>([tsfn]() mutable {
     tsfn.NonBlockingCall([](Napi::Env env, Napi::Function) {
@@ -355,8 +356,7 @@ Napi::Value SetWaitCallback(const Napi::CallbackInfo& info) {
   });
   // Stop the threads before the environment's teardown destroys the thread-safe function they
   // call (cleanup hooks run last-registered first, so this one runs before the function's own).
-  napi_add_env_cleanup_hook(info.Env(), [](void* data) { static_cast<Addon*>(data)->waiter.reset(); }, addon);
-  return info.Env().Undefined();
+  napi_add_env_cleanup_hook(env, [](void* data) { static_cast<Addon*>(data)->waiter.reset(); }, addon);
 }
 
 // The optional claim of futexWaitAsync: kind, value, mark byteOffset (in the same buffer), mark
@@ -377,18 +377,26 @@ futex::Claim ClaimArgs(const Napi::CallbackInfo& info, size_t i, uint32_t* word)
   return claim;
 }
 
-// futexWaitAsync(buffer, byteOffset, expected, timeoutMs, pollMs = 0, claim...) -> id; the
-// result comes to the wait callback. pollMs > 0 polls the word on the event loop that long
-// before sleeping. A claim (ClaimArgs) is made when the word has moved, before the callback.
+// futexWaitAsync(buffer, byteOffset, expected, timeoutMs, pollMs, done, claim..., resolve?) -> id;
+// `done` is called with the result. pollMs > 0 polls the word on the event loop that long before
+// sleeping. A claim (ClaimArgs) is made when the word has moved, right before `done` is called,
+// or, for a claim made while polling, `resolve` with true instead.
 Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
-  RequireArgs(info, 4, "futexWaitAsync");
+  RequireArgs(info, 6, "futexWaitAsync");
   Addon* addon = info.Env().GetInstanceData<Addon>();
-  if (addon->uring == nullptr && !addon->waiter) throw Napi::Error::New(info.Env(), "futexWaitAsync: no wait callback set");
   uint32_t* word = WordArg(info, 0);
   uint32_t expected = static_cast<uint32_t>(IntArg(info, 2, "expected"));
   int64_t timeout_ms = TimeoutMsArg(info, 3);
   int64_t poll_ns = PollNsArg(info, 4);
-  futex::Claim claim = ClaimArgs(info, 5, word);
+  if (!info[5].IsFunction()) throw Napi::TypeError::New(info.Env(), "futexWaitAsync: done must be a function");
+  LiveWait live;
+  live.claim = ClaimArgs(info, 6, word);
+  if (info.Length() > 10 && info[10].IsFunction()) {
+    if (live.claim.kind == futex::Claim::kNone) throw Napi::TypeError::New(info.Env(), "futexWaitAsync: resolve needs a claim");
+    live.resolve = Napi::Persistent(info[10].As<Napi::Function>());
+  }
+  live.done = Napi::Persistent(info[5].As<Napi::Function>());
+  StartWaitBackend(info.Env(), addon);
   uint64_t id = addon->next_wait_id++;
   WaitPoll* wp = poll_ns > 0 && timeout_ms != 0 ? EnsurePoll(info.Env(), addon) : nullptr;
   if (wp != nullptr) {
@@ -405,7 +413,7 @@ Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
       ThrowSysFail(info.Env(), f);
     }
   }
-  addon->live_waits.emplace(id, claim);
+  addon->live_waits.emplace(id, std::move(live));
   addon->UpdateWaitRef(info.Env());
   return Napi::Number::New(info.Env(), static_cast<double>(id));
 }
@@ -474,8 +482,8 @@ void Addon::DropPolledWaits(void* addr, size_t size) {
     auto* at = reinterpret_cast<const char*>(word);
     return at >= begin && at < begin + size;
   };
-  for (auto& [id, claim] : live_waits) {
-    if (claim.kind != futex::Claim::kNone && inside(claim.word)) claim.kind = futex::Claim::kNone;
+  for (auto& [id, wait] : live_waits) {
+    if (wait.claim.kind != futex::Claim::kNone && inside(wait.claim.word)) wait.claim.kind = futex::Claim::kNone;
   }
   if (poll == nullptr) return;
   for (WaitPoll::Entry& e : poll->entries) {
@@ -486,7 +494,6 @@ void Addon::DropPolledWaits(void* addr, size_t size) {
 void InitSync(Napi::Env env, Napi::Object exports) {
   exports.Set("futexWait", Napi::Function::New(env, FutexWait, "futexWait"));
   exports.Set("futexWake", Napi::Function::New(env, FutexWake, "futexWake"));
-  exports.Set("setWaitCallback", Napi::Function::New(env, SetWaitCallback, "setWaitCallback"));
   exports.Set("futexWaitAsync", Napi::Function::New(env, FutexWaitAsync, "futexWaitAsync"));
   exports.Set("futexCancel", Napi::Function::New(env, FutexCancel, "futexCancel"));
   exports.Set("waitBackend", Napi::Function::New(env, WaitBackend, "waitBackend"));
