@@ -88,6 +88,39 @@ describe('Event', () => {
     await p.join();
     e.close();
   });
+
+  test('thousands of async waits on an Event, a Lock and a Semaphore all end when another process sets and releases', async () => {
+    // Each of these waits is finished by its claim in native code, which also keeps the sleepers'
+    // count: it must come back to 0, or a later set() would wake nobody it counted.
+    const e = new mp.Event();
+    const lock = new mp.Lock();
+    const sem = new mp.Semaphore(0);
+    lock.acquireSync();
+    const events = Array.from({ length: 5000 }, () => e.wait(20000));
+    const locks = Array.from({ length: 500 }, () => lock.acquire({ timeout: 20000 }).then((ok) => {
+      if (ok) lock.release();
+      return ok;
+    }));
+    const sems = Array.from({ length: 500 }, () => sem.acquire({ timeout: 20000 }));
+    const p = new mp.Process({
+      target: (e: any, lock: any, sem: any) => {
+        e.set();
+        lock.release();
+        for (let i = 0; i < 500; i++) sem.release();
+      },
+      args: [e, lock, sem],
+    });
+    p.start();
+    expect(await Promise.all(events)).toEqual(events.map(() => true));
+    expect(await Promise.all(locks)).toEqual(locks.map(() => true));
+    expect(await Promise.all(sems)).toEqual(sems.map(() => true));
+    await p.join(10000);
+    expect(Atomics.load((e as any).w, 1)).toBe(0);
+    expect(Atomics.load((sem as any).w, 1)).toBe(0);
+    expect(sem.getValue()).toBe(0);
+    expect(lock.locked()).toBe(false);
+    for (const x of [e, lock, sem]) x.close();
+  });
 });
 
 describe('Condition', () => {
