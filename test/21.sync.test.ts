@@ -304,6 +304,17 @@ describe('async waits', () => {
     expect(backends).toContain(got.backend);
     expect(got).toEqual({ ...expected, backend: got.backend });
   });
+
+  test.each([['io_uring where the kernel has it', {}], ['the thread backend', { NMP_NO_IO_URING: '1' }]])(
+    'worker threads ended while their waits are woken do not take the process down (%s)',
+    (_, env) => {
+      // Before: "FATAL ERROR: Error::Error napi_define_properties" and SIGABRT, in most runs.
+      const out = execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'workers-ended-mid-wait.js')], {
+        env: { ...envWithoutPolling(), ...env }, encoding: 'utf8', timeout: 60000,
+      });
+      expect(JSON.parse(out)).toEqual({ ended: 12 });
+    },
+  );
 });
 
 describe('claims: a wait that finishes its plan natively', () => {

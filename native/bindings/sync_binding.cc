@@ -62,6 +62,24 @@ bool WordMoved(int result) {
   return result == futex::kWoken || result == futex::kPolled || result == futex::kNotEqual;
 }
 
+// Calls fn(arg) through the C API and reports whether it ran. Not through node-addon-api: while a
+// worker thread is being terminated the call fails with the termination, which Napi::Error
+// cannot wrap (it aborts the whole process). A JS exception is cleared: nobody is there to see it.
+bool CallWaiter(napi_env env, const Napi::FunctionReference& fn, napi_value arg) {
+  napi_value function = nullptr;
+  napi_value receiver = nullptr;
+  napi_value ignored = nullptr;
+  if (napi_get_reference_value(env, fn, &function) != napi_ok || function == nullptr) return false;
+  if (napi_get_undefined(env, &receiver) != napi_ok) return false;
+  if (napi_call_function(env, receiver, function, 1, &arg, &ignored) == napi_ok) return true;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value exception = nullptr;
+    napi_get_and_clear_last_exception(env, &exception);
+  }
+  return false;
+}
+
 // Runs on the JS thread whenever completions are ready. A wait with a claim gets it made here,
 // right before its waiter is told, never earlier: a wait cancelled meanwhile claims nothing. A
 // claim made while polling resolves the waiter's promise through its own resolve function, with
@@ -78,16 +96,13 @@ void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done) {
     int result = c.result;
     bool claimed = WordMoved(result) && futex::TryClaim(wait.claim);
     if (claimed) result |= futex::kClaimed;
-    bool told = false;
     // One failing call must not lose the completions after it (their promises would hang).
-    try {
-      if (claimed && c.result == futex::kPolled && !wait.resolve.IsEmpty()) {
-        wait.resolve.Call({Napi::Boolean::New(env, true)});
-      } else {
-        wait.done.Call({Napi::Number::New(env, result)});
-      }
-      told = true;
-    } catch (const Napi::Error&) {
+    napi_value arg = nullptr;
+    bool told;
+    if (claimed && c.result == futex::kPolled && !wait.resolve.IsEmpty()) {
+      told = napi_get_boolean(env, true, &arg) == napi_ok && CallWaiter(env, wait.resolve, arg);
+    } else {
+      told = napi_create_int32(env, result, &arg) == napi_ok && CallWaiter(env, wait.done, arg);
     }
     if (claimed && !told) {
       try {
