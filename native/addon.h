@@ -23,6 +23,7 @@ struct Mapping {
 // A pending async wait (sync_binding.cc): who is told its result, and what it may finish by
 // itself (a claim of kind kNone: nothing).
 struct LiveWait {
+  uint32_t* word = nullptr;  // null once its mapping is gone
   futex::Claim claim;
   Napi::FunctionReference done;     // called with the WaitResult
   Napi::FunctionReference resolve;  // if set, called with true instead, for a claim made while polling

@@ -23,6 +23,34 @@ describe('Semaphore and BoundedSemaphore', () => {
     s.close();
   });
 
+  test('a wait aborted right after a release woke it passes the wake on: the other sleeper gets the count', async () => {
+    // Both sleep in the kernel (polling off); the release's wake goes to the first, which is
+    // aborted before it hears of it. Without passing the wake on, the second slept for ever.
+    const previous = mp.setWaitPolling(0);
+    const s = new mp.Semaphore(0);
+    try {
+      const ac = new AbortController();
+      const first = s.acquire({ signal: ac.signal });
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      const second = s.acquire();  // no timeout: its plan would look at the count again after one
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      s.release();
+      ac.abort();
+      await expect(first).rejects.toMatchObject({ name: 'AbortError' });
+      let timer: NodeJS.Timeout | undefined;
+      const asleep = new Promise((resolve) => { timer = setTimeout(resolve, 5000, 'still asleep'); });
+      const got = await Promise.race([second, asleep]);
+      clearTimeout(timer);
+      if (got !== true) s.release();  // let it end
+      await second;
+      expect(got).toBe(true);
+      expect(s.getValue()).toBe(0);
+    } finally {
+      mp.setWaitPolling(previous);
+      s.close();
+    }
+  });
+
   test('BoundedSemaphore refuses to go above its initial value', () => {
     const b = new mp.BoundedSemaphore(1);
     expect(() => b.release()).toThrow(/released too many times/);

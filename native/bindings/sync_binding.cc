@@ -405,6 +405,7 @@ Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
   int64_t poll_ns = PollNsArg(info, 4);
   if (!info[5].IsFunction()) throw Napi::TypeError::New(info.Env(), "futexWaitAsync: done must be a function");
   LiveWait live;
+  live.word = word;
   live.claim = ClaimArgs(info, 6, word);
   if (info.Length() > 10 && info[10].IsFunction()) {
     if (live.claim.kind == futex::Claim::kNone) throw Napi::TypeError::New(info.Env(), "futexWaitAsync: resolve needs a claim");
@@ -437,7 +438,10 @@ Napi::Value FutexCancel(const Napi::CallbackInfo& info) {
   RequireArgs(info, 1, "futexCancel");
   Addon* addon = info.Env().GetInstanceData<Addon>();
   uint64_t id = static_cast<uint64_t>(IntArg(info, 0, "id"));
-  if (addon->live_waits.erase(id) != 0) {
+  auto live = addon->live_waits.find(id);
+  if (live != addon->live_waits.end()) {
+    uint32_t* word = live->second.word;
+    addon->live_waits.erase(live);
     if (addon->poll != nullptr) {
       auto& entries = addon->poll->entries;
       auto it = std::find_if(entries.begin(), entries.end(), [id](const WaitPoll::Entry& e) { return e.id == id; });
@@ -451,6 +455,10 @@ Napi::Value FutexCancel(const Napi::CallbackInfo& info) {
     try {
       if (addon->uring != nullptr) addon->uring->waiter->Cancel(id);
       else if (addon->waiter) addon->waiter->Cancel(id);
+      // The kernel may have woken this wait already, its completion not yet delivered: that wake
+      // was meant for some waiter on the word, so it is passed on (a semaphore's other waiter
+      // slept for ever without it). A wake nobody needed is one more look at a word.
+      if (word != nullptr) futex::Wake(word, 1);
     } catch (const SysFail& f) {
       ThrowSysFail(info.Env(), f);
     }
@@ -498,7 +506,9 @@ void Addon::DropPolledWaits(void* addr, size_t size) {
     return at >= begin && at < begin + size;
   };
   for (auto& [id, wait] : live_waits) {
-    if (wait.claim.kind != futex::Claim::kNone && inside(wait.claim.word)) wait.claim.kind = futex::Claim::kNone;
+    if (wait.word == nullptr || !inside(wait.word)) continue;
+    wait.word = nullptr;
+    wait.claim.kind = futex::Claim::kNone;
   }
   if (poll == nullptr) return;
   for (WaitPoll::Entry& e : poll->entries) {
