@@ -63,13 +63,14 @@ export interface Binding {
    * Returns the wait's id (for futexCancel); `done` is called with its result from the event loop.
    * pollMs > 0: poll the word between event-loop turns that long before sleeping. A claim is made,
    * when the word has moved, right before `done` is called (its mark is a word of the same
-   * buffer); one made while polling calls `resolve(true)` instead, where given.
+   * buffer); one made while polling calls `resolve(true)` instead, where given, and sets the
+   * back-off in `budgetState` ([skip, back-off], SpinBudget's) to 1: a hit.
    */
   futexWaitAsync(
     buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined, pollMs: number,
     done: (result: WaitResult) => void,
     claimKind?: ClaimKind, claimValue?: number, markByteOffset?: number, markValue?: number,
-    resolve?: (value: true) => void,
+    resolve?: (value: true) => void, budgetState?: Int32Array,
   ): number;
   futexCancel(id: number): void;
   /** Exited (or a zombie); given the start time its owner recorded (startTimeOf), also a reused pid. */

@@ -5,44 +5,37 @@
 // process. So a window that ran out without an answer skips the next 1, 2, 4 ... 64 windows.
 
 const MAX_BACKOFF = 64;
+const SKIP = 0;
+const BACKOFF = 1;
 
 export class SpinBudget {
-  private skip = 0;
-  private backoff = 1;
+  /**
+   * [skip, back-off], in memory of its own that never moves: a wait resolved in native code
+   * records its hit there itself (a back-off of 1), with no JS run (see WaitClaim).
+   */
+  readonly state = new Int32Array(new ArrayBuffer(8));
 
-  /** The back-off before a window whose hit was counted in advance (beginAssumingHit). */
-  private assumedFrom: number | undefined;
+  constructor() {
+    this.state[BACKOFF] = 1;
+  }
 
   /** Whether the wait about to start may poll first; a wait that may not counts down the skip. */
   begin(): boolean {
-    this.assumedFrom = undefined;
-    if (this.skip === 0) return true;
-    this.skip--;
+    const s = this.state;
+    if (s[SKIP] === 0) return true;
+    s[SKIP]--;
     return false;
-  }
-
-  /**
-   * As begin(), for a wait that nobody will report a hit for (it ends in native code): a granted
-   * window counts as a hit now, and a miss reported later backs off from where it was before.
-   */
-  beginAssumingHit(): boolean {
-    if (!this.begin()) return false;
-    this.assumedFrom = this.backoff;
-    this.backoff = 1;
-    return true;
   }
 
   /** The answer came while polling: poll again next time. */
   hit(): void {
-    this.assumedFrom = undefined;
-    this.backoff = 1;
+    this.state[BACKOFF] = 1;
   }
 
   /** The window ran out with no answer: skip the next windows, twice as many as last time. */
   missed(): void {
-    const from = this.assumedFrom ?? this.backoff;
-    this.assumedFrom = undefined;
-    this.skip = from;
-    this.backoff = Math.min(from * 2, MAX_BACKOFF);
+    const s = this.state;
+    s[SKIP] = s[BACKOFF];
+    s[BACKOFF] = Math.min(s[BACKOFF] * 2, MAX_BACKOFF);
   }
 }

@@ -103,15 +103,11 @@ export function waitSync(req: WaitRequest): WaitResult {
   return native.futexWait(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout);
 }
 
-/**
- * The poll window for this wait: 0 when polling is off or this word's budget says skip. With
- * `quietHit`, a hit is counted now, for a wait whose hit nobody will report (resolved natively).
- */
-function windowFor(req: WaitRequest, quietHit: boolean): { budget: SpinBudget | undefined; window: number } {
+/** The poll window for this wait: 0 when polling is off or this word's budget says skip. */
+function windowFor(req: WaitRequest): { budget: SpinBudget | undefined; window: number } {
   if (pollMs === 0 || req.timeout === 0 || req.poll === false) return { budget: undefined, window: 0 };
   const budget = budgetOf(req);
-  const granted = quietHit ? budget.beginAssumingHit() : budget.begin();
-  return { budget, window: granted ? pollMs : 0 };
+  return { budget, window: budget.begin() ? pollMs : 0 };
 }
 
 function sameWord(a: WaitRequest, b: WaitRequest): boolean {
@@ -128,9 +124,9 @@ export function waitAsync(req: WaitRequest, signal?: AbortSignal, poll = 0): Pro
 
 /**
  * waitAsync with callbacks: `done` runs inside the completion's own call from the event loop,
- * with no promise in between; `fail` with the AbortError when `signal` aborts first. `resolve`,
- * for a request with a claim and no signal: called with true, instead of `done`, when the claim
- * is made while polling.
+ * with no promise in between; `fail` with the AbortError when `signal` aborts first. `direct`,
+ * for a request with a claim and no signal: its `resolve` is called with true, instead of `done`,
+ * when the claim is made while polling, and that hit is recorded in its `budget`'s state.
  */
 function waitThen(
   req: WaitRequest,
@@ -138,7 +134,7 @@ function waitThen(
   poll: number,
   done: (result: WaitResult) => void,
   fail: (err: unknown) => void,
-  resolve?: (value: true) => void,
+  direct?: { resolve: (value: true) => void; budget: SpinBudget | undefined },
 ): void {
   const claim = req.claim;
   let onAbort: (() => void) | undefined;
@@ -150,7 +146,8 @@ function waitThen(
     ? native.futexWaitAsync(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll, told)
     : native.futexWaitAsync(
       req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll, told,
-      claim.kind, claim.value, claim.markByteOffset, claim.markValue, signal === undefined ? resolve : undefined,
+      claim.kind, claim.value, claim.markByteOffset, claim.markValue,
+      signal === undefined ? direct?.resolve : undefined, signal === undefined ? direct?.budget?.state : undefined,
     );
   if (signal === undefined) return;
   onAbort = (): void => {
@@ -195,9 +192,9 @@ export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T>
         while (!step.done) {
           const req = step.value;
           // A claimed wait ends with `true` (WaitClaim); without a signal to unhook, one claimed
-          // while polling resolves the promise from native code, and its budget counts the hit now.
+          // while polling resolves the promise from native code, which records the hit.
           const direct = req.claim !== undefined && signal === undefined;
-          const { budget, window } = windowFor(req, direct);
+          const { budget, window } = windowFor(req);
           try {
             waitThen(
               req,
@@ -218,7 +215,7 @@ export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T>
                 signal = undefined;
                 queueMicrotask(() => proceed(() => plan.throw(err)));
               },
-              direct ? (resolve as (value: true) => void) : undefined,
+              direct ? { resolve: resolve as (value: true) => void, budget } : undefined,
             );
             return;
           } catch (err) {

@@ -27,6 +27,8 @@ struct LiveWait {
   futex::Claim claim;
   Napi::FunctionReference done;     // called with the WaitResult
   Napi::FunctionReference resolve;  // if set, called with true instead, for a claim made while polling
+  int32_t* backoff = nullptr;       // where such a resolve records its hit: the budget's back-off = 1
+  Napi::ObjectReference budget;     // the Int32Array `backoff` is in, kept alive meanwhile
 };
 
 class Addon : public Napi::Addon<Addon> {

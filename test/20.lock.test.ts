@@ -2,6 +2,7 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 
 import * as mp from '../dist';
+import { startTimeOf } from '../dist/liveness';
 import { eventually } from './helpers';
 
 describe('Lock and RLock in one process', () => {
@@ -219,6 +220,7 @@ describe('Lock across processes', () => {
     lock.release();
     expect(await holds.wait(10000)).toBe(true);
     expect(lock.locked()).toBe(true);
+    expect(Atomics.load((lock as any).w, 2)).toBe(startTimeOf(taker.pid!));  // the owner's start time
     expect(await lock.acquire({ timeout: 250 })).toBe(false);  // through two owner checks
     taker.kill();
     await taker.join(5000);

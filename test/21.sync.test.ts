@@ -351,27 +351,25 @@ describe('claims: a wait that finishes its plan natively', () => {
     const told = (claimed: boolean, words: number[]) => ({ told: 'done', claimed, words });
     const each = {
       take: told(true, [77, 9]),          // the lock word taken, its mark (the start time) stored
-      takeResolved: told(true, [77, 9]),  // (polled: see below)
       takeNotTold: told(true, [0, 0]),    // its callback threw: freed again
-      takeLost: told(false, [6, 0]),      // another owner got it first: the plan runs on
+      takeLost: { ...told(false, [6, 0]), backoff: 8 },  // another owner got it first: the plan runs on
       seen: told(true, [1, 2]),           // the flag seen: one sleeper fewer
       seenNotTold: told(true, [1, 3]),
       count: told(true, [1, 0]),          // one of the count taken, one sleeper fewer
       countNotTold: told(true, [2, 1]),
-      cancelled: { told: 'nothing', claimed: false, words: [0, 0] },
+      cancelledBefore: { told: 'nothing', claimed: false, words: [0, 0] },
+      cancelledAfterWake: { told: 'nothing', claimed: false, words: [0, 0] },  // woken, not yet told
     };
-    // Claimed while polling, a wait given its promise's resolve has it called with true, and no
-    // JS of ours runs; a poll kept off its core by a loaded machine counts as a plain wake, told
-    // to `done` as the kernel's are.
-    const { takeResolved, ...polled } = got.polled;
-    expect([{ told: 'resolve(true)', claimed: true, words: [77, 9] }, each.takeResolved]).toContainEqual(takeResolved);
-    const { takeResolved: _, ...rest } = each;
-    expect(polled).toEqual(rest);
-    expect(got.kernel).toEqual(each);
+    // Claimed while polling, a wait given its promise's resolve has it called with true, no JS
+    // of ours runs, and the binding records the hit in the wait's budget (back-off 1). Woken by
+    // the kernel, it is told through `done`, which leaves the budget to JS.
+    expect(got.polled).toEqual({ ...each, takeResolved: { told: 'resolve(true)', claimed: true, words: [77, 9], backoff: 1 } });
+    expect(got.kernel).toEqual({ ...each, takeResolved: { ...told(true, [77, 9]), backoff: 8 } });
     expect(got.refused).toEqual({
       badKind: 'RangeError: claim kind must be 1 (take), 2 (seen) or 3 (count)',
       noDone: 'TypeError: futexWaitAsync: done must be a function',
       resolveWithoutClaim: 'TypeError: futexWaitAsync: resolve needs a claim',
+      badBudget: 'TypeError: futexWaitAsync: budgetState must be an Int32Array of 2',
     });
   });
 });

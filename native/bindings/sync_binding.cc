@@ -100,6 +100,7 @@ void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done) {
     napi_value arg = nullptr;
     bool told;
     if (claimed && c.result == futex::kPolled && !wait.resolve.IsEmpty()) {
+      if (wait.backoff != nullptr) *wait.backoff = 1;  // a hit, as SpinBudget.hit() records it
       told = napi_get_boolean(env, true, &arg) == napi_ok && CallWaiter(env, wait.resolve, arg);
     } else {
       told = napi_create_int32(env, result, &arg) == napi_ok && CallWaiter(env, wait.done, arg);
@@ -410,6 +411,15 @@ Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
   if (info.Length() > 10 && info[10].IsFunction()) {
     if (live.claim.kind == futex::Claim::kNone) throw Napi::TypeError::New(info.Env(), "futexWaitAsync: resolve needs a claim");
     live.resolve = Napi::Persistent(info[10].As<Napi::Function>());
+    if (info.Length() > 11 && !info[11].IsUndefined()) {
+      if (!info[11].IsTypedArray() || info[11].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+          info[11].As<Napi::TypedArray>().ElementLength() < 2) {
+        throw Napi::TypeError::New(info.Env(), "futexWaitAsync: budgetState must be an Int32Array of 2");
+      }
+      Napi::Int32Array state = info[11].As<Napi::Int32Array>();
+      live.backoff = state.Data() + 1;
+      live.budget = Napi::Persistent(state.As<Napi::Object>());
+    }
   }
   live.done = Napi::Persistent(info[5].As<Napi::Function>());
   StartWaitBackend(info.Env(), addon);
