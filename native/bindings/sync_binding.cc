@@ -85,13 +85,16 @@ bool CallWaiter(napi_env env, const Napi::FunctionReference& fn, napi_value arg)
 // claim made while polling resolves the waiter's promise through its own resolve function, with
 // no JS of ours in between (its budget assumed the hit). A claim whose waiter could not be told
 // (the environment is going away) is undone.
-void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done) {
+// The waits told are moved to `told_waits`, for the caller to free once the microtasks their calls
+// queued have run: deleting their references is not what the awaiting caller should wait for.
+void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done, std::vector<LiveWait>& told_waits) {
   Addon* addon = env.GetInstanceData<Addon>();
   if (addon == nullptr) return;
   for (const Waiter::Completion& c : done) {
     auto live = addon->live_waits.find(c.id);
     if (live == addon->live_waits.end()) continue;  // cancelled meanwhile
-    LiveWait wait = std::move(live->second);
+    told_waits.push_back(std::move(live->second));
+    LiveWait& wait = told_waits.back();
     addon->live_waits.erase(live);
     int result = c.result;
     bool claimed = WordMoved(result) && futex::TryClaim(wait.claim);
@@ -134,12 +137,15 @@ namespace {
 // promises resolved run their reactions before we return. The JS dispatcher never throws:
 // anything failing here fails because Node is tearing the environment down, with nobody to tell.
 void DeliverInScope(Napi::Env env, Napi::AsyncContext& context, std::vector<Waiter::Completion> done) {
-  Napi::HandleScope scope(env);
-  Napi::CallbackScope callback(env, context);
-  try {
-    DeliverWaits(env, std::move(done));
-  } catch (...) {
-  }
+  std::vector<LiveWait> told_waits;
+  {
+    Napi::HandleScope scope(env);
+    Napi::CallbackScope callback(env, context);
+    try {
+      DeliverWaits(env, std::move(done), told_waits);
+    } catch (...) {
+    }
+  }  // the microtask checkpoint: the awaiting callers resume here
 }
 
 // The environment's async cleanup hook for a loop handle it owns (UringPoll, WaitPoll): the
@@ -365,7 +371,8 @@ void StartWaitBackend(Napi::Env env, Addon* addon) {
     tsfn.NonBlockingCall([](Napi::Env env, Napi::Function) {
       try {
         Addon* a = env.GetInstanceData<Addon>();
-        if (a != nullptr && a->waiter) DeliverWaits(env, a->waiter->Drain());
+        std::vector<LiveWait> told_waits;
+        if (a != nullptr && a->waiter) DeliverWaits(env, a->waiter->Drain(), told_waits);
       } catch (...) {
       }
     });
