@@ -84,7 +84,8 @@ const NAMES = {
 
 // One row per figure of the README's table. `key` is our figure's and, unless a peer says
 // otherwise, the peers'. A peer is a system name, or { system, key, note, extra, ratio: false }.
-// `extra` adds text to a cell, `also` adds ratios to other figures of ours.
+// `extra` adds text to a cell, `also` adds ratios to other figures of ours (`paired`: figures timed
+// in turns with ours, whose ratio is taken round by round).
 const count = (n) => (n % 1e6 === 0 ? `${n / 1e6}M` : n % 1e3 === 0 && n >= 1e4 ? `${n / 1e3}k` : String(n));
 const ITEMS = count(N.W3);
 const BYTES = `${N.W5_BYTES_N} × ${N.W5_BYTES / 1024} KiB`;
@@ -156,8 +157,8 @@ const ROWS = [
       { system: 'threads', note: '`Atomics.waitAsync`, another thread' },
     ],
     also: [
-      { key: 'W6.futex_floor.median', name: (f) => `one futex wake between two C processes (${f(OURS, 'W6.futex_floor.median')})` },
-      { key: 'W6.js_poll_floor.median', name: (f) => `a bare \`setImmediate\` poll of the word in plain JS (${f(OURS, 'W6.js_poll_floor.median')})` },
+      { key: 'W6.futex_floor.median', paired: true, name: (f) => `one futex wake between two C processes, ${f(OURS, 'W6.futex_floor.median')}` },
+      { key: 'W6.js_poll_floor.median', paired: true, name: (f) => `a bare \`setImmediate\` poll of the word in plain JS, ${f(OURS, 'W6.js_poll_floor.median')}` },
     ],
   },
   {
@@ -166,8 +167,8 @@ const ROWS = [
     extra: (f) => `with polling off ${f(OURS, 'W6.lock.async_wakeup_no_poll.p95')}`,
     peers: [{ system: 'python-fork', key: 'W6.lock.wakeup_blocking.p95', note: 'blocking `acquire()`' }],
     also: [
-      { key: 'W6.futex_floor.p95', name: (f) => `the C floor's p95 (${f(OURS, 'W6.futex_floor.p95')})` },
-      { key: 'W6.js_poll_floor.p95', name: (f) => `the plain-JS poll's p95 (${f(OURS, 'W6.js_poll_floor.p95')})` },
+      { key: 'W6.futex_floor.p95', paired: true, name: (f) => `the C floor's p95, ${f(OURS, 'W6.futex_floor.p95')}` },
+      { key: 'W6.js_poll_floor.p95', paired: true, name: (f) => `the plain-JS poll's p95, ${f(OURS, 'W6.js_poll_floor.p95')}` },
     ],
   },
   {
@@ -227,6 +228,11 @@ function format(value, unit) {
   }
 }
 const times = (r) => `${r >= 100 ? Math.round(r) : r.toPrecision(2)}×`;
+const medianOf = (values) => {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 
 /** The figures of every round, and their medians. */
 class Figures {
@@ -244,10 +250,16 @@ class Figures {
 
   median(system, key) {
     const f = this.by.get(`${system}|${key}`);
-    if (!f) return undefined;
-    const s = [...f.values].sort((a, b) => a - b);
-    const m = s.length >> 1;
-    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+    return f ? medianOf(f.values) : undefined;
+  }
+
+  /** The median over rounds of each round's own a/b: for two figures timed in turns (W6's). */
+  pairedRatio(system, a, b) {
+    const byRound = (key) => new Map(this.lines.filter((l) => l.system === system && l.workload === key).map((l) => [l.round, l.value]));
+    const as = byRound(a);
+    const bs = byRound(b);
+    const ratios = [...as].filter(([round]) => bs.has(round)).map(([round, v]) => v / bs.get(round));
+    return ratios.length ? medianOf(ratios) : undefined;
   }
 
   /** The median, formatted, with † when the rounds differ by more than 30% (max/min). */
@@ -288,7 +300,15 @@ function table(figs) {
     const ratios = [];
     for (const a of row.also ?? []) {
       const other = figs.median(OURS, a.key);
-      if (mine !== undefined && other !== undefined) ratios.push(`${times(mine / other)} ${a.name(f)}`);
+      if (mine === undefined || other === undefined) continue;
+      if (!a.paired) {
+        ratios.push(`${times(mine / other)} ${a.name(f)}`);
+        continue;
+      }
+      // Timed in turns with ours, chunk by chunk: each round's own ratio compares the same
+      // minutes of the machine. The ratio of the two medians is shown beside it.
+      const paired = figs.pairedRatio(OURS, row.key, a.key);
+      ratios.push(`${times(paired)} ${a.name(f)} (a round's own ratio, median of rounds; ${times(mine / other)} of the medians)`);
     }
     for (const p of peers) {
       const theirs = figs.median(p.system, p.key);
