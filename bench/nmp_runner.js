@@ -2,7 +2,7 @@
 // node-multiprocessing's runner: prints one JSON line per figure, {"system","workload","value",
 // "unit","n"}, with the workload keys that the peers' runners (bench/peers/) print for theirs,
 // and the sizes of bench/sizes.json. A few keys are ours alone (W1.start_join_warm.*,
-// W6.lock.async_wakeup*.*, W6.js_poll_floor.*, W7.sum.private_loop.*, W5.queue.small_ints_async.*).
+// W6.lock.async_wakeup*.*, W6.queue.get_wakeup.*, W6.event.wait_wakeup.*, W6.js_poll_floor.*, W7.sum.private_loop.*, W5.queue.small_ints_async.*).
 //
 //   node bench/nmp_runner.js [W1,W2,W3,W4,W5,W6,W7,W8,W9]
 'use strict';
@@ -229,17 +229,59 @@ async function w6() {
     await child.join();
     return [...lat].slice(N.WAKE_WARMUP);
   };
+  // The same shape for the other async waits: an `await q.get()` woken by a putSync of a small
+  // int (the waker's put is timed with it, as the release is above), and an `await e.wait()`
+  // woken by set().
+  const wakeOther = async (kind, counted) => {
+    const n = N.WAKE_WARMUP + counted;
+    const q = new mp.Queue();
+    const e = new mp.Event();
+    const state = new mp.RawArray('q', 4);  // as in wakeUp
+    const lat = new mp.RawArray('d', n);
+    const child = new mp.Process({
+      target: async (kind, q, e, state, lat, n) => {
+        const pause = new Int32Array(new SharedArrayBuffer(4));
+        for (let i = 0; i < n; i++) {
+          while (Atomics.load(state, 2) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
+          const woken = kind === 'get' ? q.get() : e.wait();
+          Atomics.store(state, 1, BigInt(i + 1));
+          await woken;
+          lat[i] = Number(process.hrtime.bigint() - state[0]) / 1e3;
+          e.clear();
+          Atomics.store(state, 3, BigInt(i + 1));
+        }
+      },
+      args: [kind, q, e, state, lat, n],
+    });
+    child.start();
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < n; i++) {
+      while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
+      Atomics.store(state, 2, BigInt(i + 1));
+      while (Atomics.load(state, 1) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
+      Atomics.wait(pause, 0, 0, 1);
+      Atomics.store(state, 0, process.hrtime.bigint());
+      if (kind === 'get') q.putSync(i);
+      else e.set();
+    }
+    await child.join();
+    q.close();
+    e.close();
+    return [...lat].slice(N.WAKE_WARMUP);
+  };
   // Ours, the plain-JS poll and the C floor take turns in WAKE_CHUNKS chunks, so that the ratios
   // compare the same minutes of a machine whose wake-up times drift (on this VM the C floor went
   // from 2 µs to 9 µs within an hour).
   const floor = futexFloor();
-  const xs = { polled: [], noPoll: [], jsPoll: [], c: [] };
+  const xs = { polled: [], noPoll: [], jsPoll: [], c: [], get: [], event: [] };
   const chunk = Math.ceil(N.WAKE / N.WAKE_CHUNKS);
   for (let k = 0; k < N.WAKE_CHUNKS; k++) {
     xs.polled.push(...await wakeUp(undefined, chunk));
     xs.c.push(...floor.run(chunk));
     xs.noPoll.push(...await wakeUp(0, chunk));
     xs.jsPoll.push(...await jsPollFloor(chunk));
+    xs.get.push(...await wakeOther('get', chunk));
+    xs.event.push(...await wakeOther('event', chunk));
   }
   floor.close();
   const n = chunk * N.WAKE_CHUNKS;
@@ -247,6 +289,10 @@ async function w6() {
   emit('W6.lock.async_wakeup.p95', pct(xs.polled, 0.95), 'us', n);
   emit('W6.lock.async_wakeup_no_poll.median', median(xs.noPoll), 'us', n);
   emit('W6.lock.async_wakeup_no_poll.p95', pct(xs.noPoll, 0.95), 'us', n);
+  emit('W6.queue.get_wakeup.median', median(xs.get), 'us', n);
+  emit('W6.queue.get_wakeup.p95', pct(xs.get, 0.95), 'us', n);
+  emit('W6.event.wait_wakeup.median', median(xs.event), 'us', n);
+  emit('W6.event.wait_wakeup.p95', pct(xs.event, 0.95), 'us', n);
   emit('W6.js_poll_floor.median', median(xs.jsPoll), 'us', n);
   emit('W6.js_poll_floor.p95', pct(xs.jsPoll, 0.95), 'us', n);
   if (xs.c.length > 0) {

@@ -172,6 +172,18 @@ const ROWS = [
     ],
   },
   {
+    figure: '… an `await q.get()` woken by a `putSync` of a small int in another process (the put timed with it), median',
+    better: 'lower', key: 'W6.queue.get_wakeup.median', peers: [],
+    extra: (f) => `p95 ${f(OURS, 'W6.queue.get_wakeup.p95')}`,
+    also: [{ key: 'W6.futex_floor.median', paired: true, name: (f) => `the C floor, ${f(OURS, 'W6.futex_floor.median')}` }],
+  },
+  {
+    figure: '… an `await e.wait()` woken by `set()` in another process, median',
+    better: 'lower', key: 'W6.event.wait_wakeup.median', peers: [],
+    extra: (f) => `p95 ${f(OURS, 'W6.event.wait_wakeup.p95')}`,
+    also: [{ key: 'W6.futex_floor.median', paired: true, name: (f) => `the C floor, ${f(OURS, 'W6.futex_floor.median')}` }],
+  },
+  {
     figure: `a child sums a ${count(N.W7)} float64 shared array`,
     better: 'lower', key: 'W7.sum.mp_array_ctypes.time',
     extra: (f) => `a private \`Float64Array\` there: ${f(OURS, 'W7.sum.private_loop.time')}`,
