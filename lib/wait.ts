@@ -146,8 +146,7 @@ function waitThen(
     ? native.futexWaitAsync(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll, told)
     : native.futexWaitAsync(
       req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll, told,
-      claim.kind, claim.value, claim.markByteOffset, claim.markValue,
-      signal === undefined ? direct?.resolve : undefined, signal === undefined ? direct?.budget?.state : undefined,
+      claim.kind, claim.value, claim.markByteOffset, claim.markValue, direct?.resolve, direct?.budget?.state,
     );
   if (signal === undefined) return;
   onAbort = (): void => {

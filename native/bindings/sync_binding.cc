@@ -83,8 +83,8 @@ bool CallWaiter(napi_env env, const Napi::FunctionReference& fn, napi_value arg)
 // Runs on the JS thread whenever completions are ready. A wait with a claim gets it made here,
 // right before its waiter is told, never earlier: a wait cancelled meanwhile claims nothing. A
 // claim made while polling resolves the waiter's promise through its own resolve function, with
-// no JS of ours in between (its budget assumed the hit). A claim whose waiter could not be told
-// (the environment is going away) is undone.
+// no JS of ours in between, and records that hit in the wait's budget. A claim whose waiter could
+// not be told (the environment is going away) is undone.
 // The waits told are moved to `told_waits`, for the caller to free once the microtasks their calls
 // queued have run: deleting their references is not what the awaiting caller should wait for.
 void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done, std::vector<LiveWait>& told_waits) {
@@ -134,7 +134,7 @@ struct UringPoll {
 namespace {
 
 // Hands completions to JS from an event-loop callback, inside a callback scope, so that the
-// promises resolved run their reactions before we return. The JS dispatcher never throws:
+// promises resolved run their reactions before we return. Our waiters' callbacks never throw:
 // anything failing here fails because Node is tearing the environment down, with nobody to tell.
 void DeliverInScope(Napi::Env env, Napi::AsyncContext& context, std::vector<Waiter::Completion> done) {
   std::vector<LiveWait> told_waits;
