@@ -186,88 +186,41 @@ async function w6() {
   emit('W6.lock.contended_2proc.final_value', v.value, 'count', 2 * N.W6B);
   emit('W6.lock.contended_2proc.correct', v.value === 2 * N.W6B ? 1 : 0, 'bool', 2 * N.W6B);
 
-  // Async wake-up: this process releases; the Promise of an acquire pending in another
-  // process resolves. Latency = resolve time - release time (CLOCK_MONOTONIC, both sides).
-  // Round i: once the child has finished round i-1 (state[3]), this process takes the lock and
-  // says so (state[2]); the child then starts an acquire, says it waits (state[1]); we let its
-  // wait reach the kernel (or its poll run), stamp, and release. Measured as shipped (the wait
-  // polls first, lib/wait.ts), and with polling off (it sleeps at once). Each pair of processes
-  // runs WAKE_WARMUP rounds first that are not counted, as every system here does.
-  const wakeUp = async (pollMs, counted) => {
-    const n = N.WAKE_WARMUP + counted;
-    const wakeLock = new mp.Lock();
-    const state = new mp.RawArray('q', 4);  // [0] release stamp, [1] child waits in round, [2] parent holds for round, [3] rounds done
-    const lat = new mp.RawArray('d', n);
-    const child = new mp.Process({
-      target: async (lock, state, lat, n, pollMs) => {
+  // Async wake-ups (timeWakeUps): an acquire pending in another process, resolved by our
+  // release; measured as shipped (the wait polls first, lib/wait.ts), and with polling off (it
+  // sleeps at once). The same for an `await q.get()` woken by a putSync of a small int (the put
+  // is timed with it, as the release is) and an `await e.wait()` woken by set().
+  const lockWakeUps = (pollMs, counted) => {
+    const lock = new mp.Lock();
+    return timeWakeUps(counted, {
+      target: (state, lat, n, lock, pollMs) => {
         if (pollMs !== undefined) require(process.env.NMP_BENCH_MP).setWaitPolling(pollMs);
-        const pause = new Int32Array(new SharedArrayBuffer(4));
-        for (let i = 0; i < n; i++) {
-          while (Atomics.load(state, 2) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
-          const acquired = lock.acquire();
-          Atomics.store(state, 1, BigInt(i + 1));
-          await acquired;
-          lat[i] = Number(process.hrtime.bigint() - state[0]) / 1e3;
-          lock.release();
-          Atomics.store(state, 3, BigInt(i + 1));
-        }
+        return require(process.env.NMP_BENCH_ROUNDS).waitRounds(state, lat, n, () => lock.acquire(), () => lock.release());
       },
-      args: [wakeLock, state, lat, n, pollMs],
-      env: { ...process.env, NMP_BENCH_MP: require.resolve('..') },
+      args: [lock, pollMs],
+      hold: () => lock.acquireSync(),
+      wake: () => lock.release(),
     });
-    child.start();
-    const pause = new Int32Array(new SharedArrayBuffer(4));
-    for (let i = 0; i < n; i++) {
-      while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
-      wakeLock.acquireSync();
-      Atomics.store(state, 2, BigInt(i + 1));
-      while (Atomics.load(state, 1) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
-      Atomics.wait(pause, 0, 0, 1);  // a 1 ms nap, as the C floor's waker takes
-      Atomics.store(state, 0, process.hrtime.bigint());
-      wakeLock.release();
-    }
-    await child.join();
-    return [...lat].slice(N.WAKE_WARMUP);
   };
-  // The same shape for the other async waits: an `await q.get()` woken by a putSync of a small
-  // int (the waker's put is timed with it, as the release is above), and an `await e.wait()`
-  // woken by set().
-  const wakeOther = async (kind, counted) => {
-    const n = N.WAKE_WARMUP + counted;
+  const getWakeUps = async (counted) => {
     const q = new mp.Queue();
-    const e = new mp.Event();
-    const state = new mp.RawArray('q', 4);  // as in wakeUp
-    const lat = new mp.RawArray('d', n);
-    const child = new mp.Process({
-      target: async (kind, q, e, state, lat, n) => {
-        const pause = new Int32Array(new SharedArrayBuffer(4));
-        for (let i = 0; i < n; i++) {
-          while (Atomics.load(state, 2) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
-          const woken = kind === 'get' ? q.get() : e.wait();
-          Atomics.store(state, 1, BigInt(i + 1));
-          await woken;
-          lat[i] = Number(process.hrtime.bigint() - state[0]) / 1e3;
-          e.clear();
-          Atomics.store(state, 3, BigInt(i + 1));
-        }
-      },
-      args: [kind, q, e, state, lat, n],
+    const xs = await timeWakeUps(counted, {
+      target: (state, lat, n, q) => require(process.env.NMP_BENCH_ROUNDS).waitRounds(state, lat, n, () => q.get()),
+      args: [q],
+      wake: (i) => q.putSync(i),
     });
-    child.start();
-    const pause = new Int32Array(new SharedArrayBuffer(4));
-    for (let i = 0; i < n; i++) {
-      while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
-      Atomics.store(state, 2, BigInt(i + 1));
-      while (Atomics.load(state, 1) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
-      Atomics.wait(pause, 0, 0, 1);
-      Atomics.store(state, 0, process.hrtime.bigint());
-      if (kind === 'get') q.putSync(i);
-      else e.set();
-    }
-    await child.join();
     q.close();
+    return xs;
+  };
+  const eventWakeUps = async (counted) => {
+    const e = new mp.Event();
+    const xs = await timeWakeUps(counted, {
+      target: (state, lat, n, e) => require(process.env.NMP_BENCH_ROUNDS).waitRounds(state, lat, n, () => e.wait(), () => e.clear()),
+      args: [e],
+      wake: () => e.set(),
+    });
     e.close();
-    return [...lat].slice(N.WAKE_WARMUP);
+    return xs;
   };
   // Ours, the plain-JS poll and the C floor take turns in WAKE_CHUNKS chunks, so that the ratios
   // compare the same minutes of a machine whose wake-up times drift (on this VM the C floor went
@@ -276,12 +229,12 @@ async function w6() {
   const xs = { polled: [], noPoll: [], jsPoll: [], c: [], get: [], event: [] };
   const chunk = Math.ceil(N.WAKE / N.WAKE_CHUNKS);
   for (let k = 0; k < N.WAKE_CHUNKS; k++) {
-    xs.polled.push(...await wakeUp(undefined, chunk));
+    xs.polled.push(...await lockWakeUps(undefined, chunk));
     xs.c.push(...floor.run(chunk));
-    xs.noPoll.push(...await wakeUp(0, chunk));
+    xs.noPoll.push(...await lockWakeUps(0, chunk));
     xs.jsPoll.push(...await jsPollFloor(chunk));
-    xs.get.push(...await wakeOther('get', chunk));
-    xs.event.push(...await wakeOther('event', chunk));
+    xs.get.push(...await getWakeUps(chunk));
+    xs.event.push(...await eventWakeUps(chunk));
   }
   floor.close();
   const n = chunk * N.WAKE_CHUNKS;
@@ -301,43 +254,50 @@ async function w6() {
   }
 }
 
-// A floor for any async waiter in Node, measured the same way as the wake-up above: the waiting
-// process runs no code of ours, only a setImmediate chain that looks at a word in shared memory,
-// and the waker stores to that word (no futex) instead of releasing a lock.
-async function jsPollFloor(counted) {
+/**
+ * Times `counted` wake-ups across processes, after WAKE_WARMUP more that are not counted. A child
+ * runs `target(state, lat, n, ...args)`, which waits round by round (bench/wake_rounds.js); here,
+ * round i: once the child has finished round i-1, `hold(i)`, say go, let the child's wait start
+ * (and reach the kernel, or its poll run) with a 1 ms nap as the C floor's waker takes, stamp,
+ * and `wake(i)`. Latency = the child's resume time - our stamp (CLOCK_MONOTONIC, both sides).
+ */
+async function timeWakeUps(counted, { target, args, hold, wake }) {
   const n = N.WAKE_WARMUP + counted;
-  const word = new mp.RawArray('i', 1);
-  const state = new mp.RawArray('q', 4);  // as in wakeUp: [0] stamp, [1] child polls in round, [2] go, [3] rounds done
+  const state = new mp.RawArray('q', 4);  // [0] stamp, [1] child waits in round, [2] go for round, [3] rounds done
   const lat = new mp.RawArray('d', n);
   const child = new mp.Process({
-    target: async (word, state, lat, n) => {
-      const pause = new Int32Array(new SharedArrayBuffer(4));
-      for (let i = 0; i < n; i++) {
-        while (Atomics.load(state, 2) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
-        const seen = new Promise((resolve) => {
-          const look = () => (Atomics.load(word, 0) === i + 1 ? resolve() : setImmediate(look));
-          setImmediate(look);
-        });
-        Atomics.store(state, 1, BigInt(i + 1));
-        await seen;
-        lat[i] = Number(process.hrtime.bigint() - state[0]) / 1e3;
-        Atomics.store(state, 3, BigInt(i + 1));
-      }
-    },
-    args: [word, state, lat, n],
+    target,
+    args: [state, lat, n, ...args],
+    env: { ...process.env, NMP_BENCH_MP: require.resolve('..'), NMP_BENCH_ROUNDS: require.resolve('./wake_rounds') },
   });
   child.start();
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (let i = 0; i < n; i++) {
     while (Atomics.load(state, 3) !== BigInt(i)) Atomics.wait(pause, 0, 0, 0.05);
+    hold?.(i);
     Atomics.store(state, 2, BigInt(i + 1));
     while (Atomics.load(state, 1) !== BigInt(i + 1)) Atomics.wait(pause, 0, 0, 0.05);
-    Atomics.wait(pause, 0, 0, 1);  // the same 1 ms nap
+    Atomics.wait(pause, 0, 0, 1);
     Atomics.store(state, 0, process.hrtime.bigint());
-    Atomics.store(word, 0, i + 1);
+    wake(i);
   }
   await child.join();
   return [...lat].slice(N.WAKE_WARMUP);
+}
+
+// A floor for any async waiter in Node, measured the same way as the wake-ups above: the waiting
+// process runs no code of ours, only a setImmediate chain that looks at a word in shared memory,
+// and the waker stores to that word (no futex) instead of releasing a lock.
+async function jsPollFloor(counted) {
+  const word = new mp.RawArray('i', 1);
+  return timeWakeUps(counted, {
+    target: (state, lat, n, word) => require(process.env.NMP_BENCH_ROUNDS).waitRounds(state, lat, n, (i) => new Promise((resolve) => {
+      const look = () => (Atomics.load(word, 0) === i + 1 ? resolve() : setImmediate(look));
+      setImmediate(look);
+    })),
+    args: [word],
+    wake: (i) => Atomics.store(word, 0, i + 1),
+  });
 }
 
 // The floor under that figure: one futex wake between two C processes, measured the same way
