@@ -23,8 +23,7 @@ struct Mapping {
 // A pending async wait (sync_binding.cc): who is told its result, and what it may finish by
 // itself (a claim of kind kNone: nothing).
 struct LiveWait {
-  uint32_t* word = nullptr;  // null once its mapping is gone
-  futex::Claim claim;
+  futex::Claim claim;               // its word is the wait's even with no claim (kNone); null once unmapped
   Napi::FunctionReference done;     // called with the WaitResult
   Napi::FunctionReference resolve;  // if set, called with true instead, for a claim made while polling
   int32_t* backoff = nullptr;       // where such a resolve records its hit: the budget's back-off = 1

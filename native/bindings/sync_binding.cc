@@ -383,9 +383,10 @@ void StartWaitBackend(Napi::Env env, Addon* addon) {
 }
 
 // The optional claim of futexWaitAsync: kind, value, mark byteOffset (in the same buffer), mark
-// value, from argument `i` on.
+// value, from argument `i` on; with none, a Claim of kind kNone that still names the wait's word.
 futex::Claim ClaimArgs(const Napi::CallbackInfo& info, size_t i, uint32_t* word) {
   futex::Claim claim;
+  claim.word = word;
   if (info.Length() <= i || info[i].IsUndefined()) return claim;
   RequireArgs(info, i + 4, "futexWaitAsync claim");
   int64_t kind = IntArg(info, i, "claim kind");
@@ -393,7 +394,6 @@ futex::Claim ClaimArgs(const Napi::CallbackInfo& info, size_t i, uint32_t* word)
     throw Napi::RangeError::New(info.Env(), "claim kind must be 1 (take), 2 (seen) or 3 (count)");
   }
   claim.kind = static_cast<futex::Claim::Kind>(kind);
-  claim.word = word;
   claim.value = static_cast<uint32_t>(IntArg(info, i + 1, "claim value"));
   claim.mark = WordArg(info, 0, i + 2);
   claim.mark_value = static_cast<uint32_t>(IntArg(info, i + 3, "claim mark value"));
@@ -413,7 +413,6 @@ Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
   int64_t poll_ns = PollNsArg(info, 4);
   if (!info[5].IsFunction()) throw Napi::TypeError::New(info.Env(), "futexWaitAsync: done must be a function");
   LiveWait live;
-  live.word = word;
   live.claim = ClaimArgs(info, 6, word);
   if (info.Length() > 10 && info[10].IsFunction()) {
     if (live.claim.kind == futex::Claim::kNone) throw Napi::TypeError::New(info.Env(), "futexWaitAsync: resolve needs a claim");
@@ -457,7 +456,7 @@ Napi::Value FutexCancel(const Napi::CallbackInfo& info) {
   uint64_t id = static_cast<uint64_t>(IntArg(info, 0, "id"));
   auto live = addon->live_waits.find(id);
   if (live != addon->live_waits.end()) {
-    uint32_t* word = live->second.word;
+    uint32_t* word = live->second.claim.word;
     addon->live_waits.erase(live);
     if (addon->poll != nullptr) {
       auto& entries = addon->poll->entries;
@@ -523,9 +522,8 @@ void Addon::DropPolledWaits(void* addr, size_t size) {
     return at >= begin && at < begin + size;
   };
   for (auto& [id, wait] : live_waits) {
-    if (wait.word == nullptr || !inside(wait.word)) continue;
-    wait.word = nullptr;
-    wait.claim.kind = futex::Claim::kNone;
+    if (wait.claim.word == nullptr || !inside(wait.claim.word)) continue;
+    wait.claim = futex::Claim{};  // no claim, and no word to pass a wake on to
   }
   if (poll == nullptr) return;
   for (WaitPoll::Entry& e : poll->entries) {
