@@ -76,7 +76,8 @@ export interface Binding {
   /** Exited (or a zombie); given the start time its owner recorded (startTimeOf), also a reused pid. */
   processGone(pid: number, start?: number): boolean;
   // ring.h: the uncontended put and take of ring.ts; a status below zero means "take the slow path".
-  ringTryPut(segment: ArrayBuffer, bytes: Uint8Array, kind: number, counted: boolean, lockId: number, start: number, pid: number): number;
+  /** The payload of a number (kind 1) is the number; of any other kind, its bytes. */
+  ringTryPut(segment: ArrayBuffer, payload: Uint8Array | number, kind: number, counted: boolean, lockId: number, start: number, pid: number): number;
   /** On 0, `out` holds [position, length, kind, number]; a number's frame is already finished. */
   ringTryClaim(segment: ArrayBuffer, lockId: number, start: number, pid: number, out: Float64Array): number;
   ringTake(segment: ArrayBuffer, position: number, dest: Uint8Array, destOffset: number, length: number, pid: number): void;

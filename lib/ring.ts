@@ -451,21 +451,19 @@ export class Ring {
     }
   }
 
-  // The uncontended paths: one CAS for the mutex, no plan, no waiting. For a large payload they
-  // are native (ring.h: the same stores in the same order as reserve/putLocked and claim/take
-  // here), which spares V8 compiling the large JS around a copy; a small one (256 bytes or less,
-  // numbers included) stays in JS, where the call across would cost more than the work.
+  // The uncontended paths: one CAS for the mutex, no plan, no waiting. A put is native (ring.h:
+  // the same stores in the same order as reserve/putLocked here): a large one spares V8 compiling
+  // the large JS around a copy, and a small one, the put that wakes a waiting get, reaches its
+  // publish in one call instead of a cold run through a dozen JS functions (3-4 µs of a 10 µs
+  // wake-up). A take of a small frame stays in JS, where the call across costs more than the work.
 
   /** Puts now if the mutex is free and there is room: true; false to take the slow path. */
   tryPut(frame: Frame, countTask: boolean): boolean {
-    if (frame.bytes.length > COPY_UNDER_LOCK && frame.kind !== Kind.Number) {
-      const status = native.ringTryPut(this.seg.buffer, frame.bytes, frame.kind, countTask, LOCK_OWNER_ID, SELF_START, process.pid);
-      if (status === NATIVE_OK) return true;
-      if (status === NATIVE_SHUT) throw new RingClosed('the queue is closed');
-      return false;
-    }
-    if (!this.lock.tryAcquire()) return false;
-    return this.putLocked(frame, countTask);
+    const payload = frame.kind === Kind.Number ? frame.num! : frame.bytes;
+    const status = native.ringTryPut(this.seg.buffer, payload, frame.kind, countTask, LOCK_OWNER_ID, SELF_START, process.pid);
+    if (status === NATIVE_OK) return true;
+    if (status === NATIVE_SHUT) throw new RingClosed('the queue is closed');
+    return false;
   }
 
   /** Takes a frame now if the mutex is free and one is ready; null to take the slow path. */

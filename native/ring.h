@@ -52,7 +52,7 @@ class View {
   bool valid() const { return capacity_ >= 64 && (capacity_ & (capacity_ - 1)) == 0; }
   uint32_t capacity() const { return capacity_; }
 
-  // Puts one non-number message. kOk, kLocked, kNoRoom or kShut.
+  // Puts one message (a number's payload is its 8 bytes). kOk, kLocked, kNoRoom or kShut.
   Status TryPut(const Self& self, const uint8_t* bytes, uint32_t length, uint32_t kind, bool counted);
 
   // Claims the oldest ready frame. kOk with its position, length and kind; or kLocked, kEmpty, kBusy.

@@ -35,17 +35,30 @@ ring::Self SelfArgs(const Napi::CallbackInfo& info, size_t i) {
                     static_cast<uint32_t>(IntArg(info, i + 2, "pid"))};
 }
 
-// ringTryPut(segment, bytes, kind, counted, lockId, start, pid) -> status
+// ringTryPut(segment, payload, kind, counted, lockId, start, pid) -> status. The payload of a
+// number (kind 1) is the number itself, written as its 8 bytes; of any other kind, a Uint8Array.
 Napi::Value RingTryPut(const Napi::CallbackInfo& info) {
   RequireArgs(info, 7, "ringTryPut");
   ring::View view = ViewArg(info, 0);
-  Napi::Uint8Array bytes = BytesArg(info, 1, "bytes");
   auto kind = static_cast<uint32_t>(IntArg(info, 2, "kind"));
+  double number = 0;
+  const uint8_t* payload;
+  uint32_t length;
+  if (kind == ring::kKindNumber) {
+    if (!info[1].IsNumber()) throw Napi::TypeError::New(info.Env(), "ringTryPut: the payload of a number must be a number");
+    number = info[1].As<Napi::Number>().DoubleValue();
+    payload = reinterpret_cast<const uint8_t*>(&number);  // little-endian, as ring.ts's DataView writes it
+    length = sizeof number;
+  } else {
+    Napi::Uint8Array bytes = BytesArg(info, 1, "bytes");
+    payload = bytes.Data();
+    length = static_cast<uint32_t>(bytes.ElementLength());
+  }
   bool counted = info[3].ToBoolean();
   ring::Self self = SelfArgs(info, 4);
-  if (!view.valid() || kind == ring::kKindNumber || kind > 0xff) return Napi::Number::New(info.Env(), ring::kLocked);
+  if (!view.valid() || kind > 0xff) return Napi::Number::New(info.Env(), ring::kLocked);
   try {
-    ring::Status status = view.TryPut(self, bytes.Data(), static_cast<uint32_t>(bytes.ElementLength()), kind, counted);
+    ring::Status status = view.TryPut(self, payload, length, kind, counted);
     return Napi::Number::New(info.Env(), status);
   } catch (const SysFail& f) {  // a futex wake refused
     ThrowSysFail(info.Env(), f);
