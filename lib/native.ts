@@ -39,6 +39,12 @@ export const enum ClaimKind {
   Seen = 2,
   /** The word, a count above 0, made one lower; then as Seen. */
   Count = 3,
+  /**
+   * The buffer is a message ring (ring.ts) and the word its NOT_EMPTY: take the oldest message,
+   * if its value can be made natively (not v8-serialized, not out of line), and make it; `value`
+   * is the taker's lock owner id and `markValue` its start time (the mark is not used).
+   */
+  RingGet = 4,
 }
 
 export interface Binding {
@@ -62,15 +68,16 @@ export interface Binding {
   /**
    * Returns the wait's id (for futexCancel); `done` is called with its result from the event loop.
    * pollMs > 0: poll the word between event-loop turns that long before sleeping. A claim is made,
-   * when the word has moved, right before `done` is called (its mark is a word of the same
-   * buffer); one made while polling calls `resolve(true)` instead, where given, and sets the
-   * back-off in `budgetState` ([skip, back-off], SpinBudget's) to 1: a hit.
+   * when the word has moved, right before `done` is called, with the claim's value after the
+   * result (true; a RingGet's message); its mark is a word of the same buffer. One made while
+   * polling calls `resolve(value)` instead, where given, and sets the back-off in `budgetState`
+   * ([skip, back-off], SpinBudget's) to 1: a hit.
    */
   futexWaitAsync(
     buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number | undefined, pollMs: number,
-    done: (result: WaitResult) => void,
+    done: (result: WaitResult, value?: unknown) => void,
     claimKind?: ClaimKind, claimValue?: number, markByteOffset?: number, markValue?: number,
-    resolve?: (value: true) => void, budgetState?: Int32Array,
+    resolve?: (value: unknown) => void, budgetState?: Int32Array,
   ): number;
   futexCancel(id: number): void;
   /** Exited (or a zombie); given the start time its owner recorded (startTimeOf), also a reused pid. */

@@ -8,10 +8,11 @@ import { abortError, BufferTooShort, EOFError, Empty, Full } from './errors';
 import { copyInto, Destination, Frame, Kind, NUMBER_BYTES, Ring, RingClosed, roomIn, trueLength } from './ring';
 import { Segment } from './segment';
 import { decode, kShare, registerKind, serializeMessage, ShareDescription } from './shared';
-import { checkSignal, checkTimeout, runAsync, runSync } from './wait';
+import { checkSignal, checkTimeout, Outcome, runAsync, runSync } from './wait';
 import * as v8 from 'v8';
 
 const EMPTY_BYTES = new Uint8Array(0);
+const RESOLVED = Promise.resolve();
 /** What Queue.takeNow() returns when nothing is there. */
 export const NOTHING: unique symbol = Symbol('nothing');
 const DEFAULT_CAPACITY = 4 * 1024 * 1024;
@@ -103,6 +104,26 @@ class Sender {
     frame.undo?.();
   }
 
+  /**
+   * Puts a number, boolean, null or undefined now, in one native call, if nothing is in line and
+   * the ring has room: true; false, having done nothing, for the full path. A put is what wakes a
+   * waiting get, and the full path's layers, run cold once per wake-up, cost more than the
+   * wake-up itself (probe: 8-18 µs from the call to the get's resume, 5-10 µs for a bare call).
+   */
+  putNow(item: unknown): boolean {
+    if (this.waiting !== 0) return false;
+    switch (typeof item) {
+      case 'number':
+        return this.ring.tryPutNow(item, Kind.Number, this.countTask);
+      case 'boolean':
+        return this.ring.tryPutNow(undefined, item ? Kind.True : Kind.False, this.countTask);
+      case 'undefined':
+        return this.ring.tryPutNow(undefined, Kind.Undefined, this.countTask);
+      default:
+        return item === null && this.ring.tryPutNow(undefined, Kind.Null, this.countTask);
+    }
+  }
+
   putSync(item: unknown, timeout: number | undefined, what: string): void {
     const frame = this.prepare(encodeItem(item, what));
     let ok: boolean;
@@ -185,6 +206,8 @@ export interface GetOptions {
 export class Queue<T = unknown> {
   protected ring!: Ring;
   private sender!: Sender;
+  /** What get() resolves or rejects with, of its plan's outcome. */
+  private gotten!: Outcome<Frame | undefined, T>;
 
   constructor(opts?: QueueOptions) {
     const o = optionsOf(opts, `${new.target.name}()`);
@@ -206,12 +229,17 @@ export class Queue<T = unknown> {
   private bind(ring: Ring): void {
     this.ring = ring;
     this.sender = new Sender(ring, this instanceof JoinableQueue, 'Queue is closed');
+    this.gotten = {
+      value: (frame) => this.item(frame),
+      error: (err) => (err instanceof RingClosed ? new Error('Queue is closed and empty') : err),
+    };
   }
 
   /** Resolves once the item is in the queue; rejects with mp.Full on timeout. */
   put(item: T, opts?: PutOptions): Promise<void> {
     try {
       const o = optionsOf(opts, 'put');
+      if (opts === undefined && this.sender.putNow(item)) return RESOLVED;
       return this.sender.put(item, checkTimeout(o.timeout), checkSignal(o.signal), 'Queue item');
     } catch (err) {
       return Promise.reject(err);
@@ -219,6 +247,7 @@ export class Queue<T = unknown> {
   }
 
   putSync(item: T, opts?: { timeout?: number }): void {
+    if (opts === undefined && this.sender.putNow(item)) return;
     this.sender.putSync(item, checkTimeout(optionsOf(opts, 'putSync').timeout), 'Queue item');
   }
 
@@ -237,10 +266,7 @@ export class Queue<T = unknown> {
         const now = this.ring.tryGet();
         if (now !== null) return Promise.resolve(this.item(now));
       }
-      return runAsync(this.ring.getPlan(timeout), signal).then(
-        (frame) => this.item(frame),
-        (err) => Promise.reject(err instanceof RingClosed ? new Error('Queue is closed and empty') : err),
-      );
+      return runAsync(this.ring.getPlan(timeout, false, undefined, true), signal, this.gotten);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -396,6 +422,8 @@ export class Connection<T = unknown> {
   private writer: Ring | null = null;
   private sender: Sender | null = null;
   private isClosed = false;
+  /** What recv() resolves or rejects with, of its plan's outcome. */
+  private received!: Outcome<Frame | undefined, T>;
 
   /** @internal */
   static of(reader: Ring | null, writer: Ring | null): Connection {
@@ -403,6 +431,10 @@ export class Connection<T = unknown> {
     c.isClosed = false;
     c.reader = reader;
     c.writer = writer;
+    c.received = {
+      value: (frame) => c.frameOrEof(frame),
+      error: (err) => (err instanceof RingClosed ? new EOFError('the other end is closed') : err),
+    };
     // Python says "handle is closed": the ring is closed when any holder of this end closed it.
     c.sender = writer === null ? null : new Sender(writer, false, CONNECTION_CLOSED);
     return c;
@@ -431,6 +463,7 @@ export class Connection<T = unknown> {
   send(obj: T): Promise<void> {
     try {
       this.check('writer');
+      if (this.sender!.putNow(obj)) return RESOLVED;
       return this.sender!.put(obj, undefined, undefined, 'Connection.send() value');
     } catch (err) {
       return Promise.reject(err);
@@ -461,10 +494,7 @@ export class Connection<T = unknown> {
   recv(): Promise<T> {
     try {
       const ring = this.check('reader');
-      return runAsync(ring.getPlan(undefined, true)).then(
-        (frame) => this.frameOrEof(frame) as T,
-        (err) => Promise.reject(err instanceof RingClosed ? new EOFError('the other end is closed') : err),
-      );
+      return runAsync(ring.getPlan(undefined, true, undefined, true), undefined, this.received);
     } catch (err) {
       return Promise.reject(err);
     }

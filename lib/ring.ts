@@ -11,7 +11,8 @@
 // - a producer killed mid-copy leaves a frame in WRITING whose owner is gone: the consumer that
 //   reaches it skips it (the message was never sent, so a half-written frame is never read);
 // - a consumer killed mid-copy leaves a frame in READING whose owner is gone: a consumer that
-//   finds the ring empty takes it over and delivers it (so it is not lost, only late);
+//   finds the ring empty takes it over and delivers it (so it is not lost, only late); so does a
+//   frame whose claimer gave it up (a native take whose waiter had gone: owner pid 0);
 // - a holder of the mutex killed between two of its stores is reclaimed by the next one (the
 //   lock word of synchronize.ts), who recounts the messages, the one figure such a death can leave
 //   wrong.
@@ -27,7 +28,7 @@ import { native } from './native';
 import { Segment } from './segment';
 import { Lock, LOCK_OWNER_ID } from './synchronize';
 import { forget, trackInTree, treeName } from './tracker';
-import { deadlineAfter, remaining, wake, WaitPlan, WaitResult } from './wait';
+import { ClaimKind, deadlineAfter, remaining, wake, WaitPlan, WaitRequest, WaitResult } from './wait';
 
 // Int32 words of the header.
 const NOT_EMPTY = 2;   // bumped by every publish: consumers sleep on it
@@ -37,6 +38,8 @@ const UNFINISHED = 7;  // JoinableQueue: puts not yet matched by taskDone()
 const MAXSIZE = 8;
 const WRITER = 10;     // Pipe: the process holding the sending end
 const LOCK = 12;       // the ring's mutex: a Lock's three words, 12-14
+const LOCK_START = 2;  // of which the holder's start time (synchronize.ts)
+const LOCK_WAITERS = 0x40000000;  // the flag in its owner word: someone sleeps on it
 const RESERVE = 16;    // bytes reserved by producers, mod 2**32
 const CLAIM = 17;      // bytes claimed by consumers
 const COUNT = 18;      // messages reserved and not yet claimed
@@ -58,9 +61,12 @@ const WRITING = 1;
 const READY = 2;
 const READING = 3;
 const DONE = 4;
+/** The owner of a READING frame given up by its claimer (a native take that could not deliver). */
+const ABANDONED = 0;
 const STATE_MASK = 0xff;
 const COUNTED = 1 << 16;  // a JoinableQueue put: taskDone() owed
 
+const PID = process.pid;
 /** Payloads up to this size are copied under the mutex, as one step: cheaper than publishing. */
 const COPY_UNDER_LOCK = 256;
 /** What claim() returns when there is nothing to claim now. */
@@ -250,8 +256,19 @@ export class Ring {
     }
   }
 
-  private at(i: number, expected: number, timeout: number | undefined) {
+  private at(i: number, expected: number, timeout: number | undefined): WaitRequest {
     return { buffer: this.seg.buffer, byteOffset: 4 * i, expected, timeout };
+  }
+
+  /**
+   * The wait of a get for a message, with the claim that does what the rest of getPlan would once
+   * NOT_EMPTY moves: take the oldest message and make its value (WaitClaim), for the messages
+   * whose value is made natively (all but v8-serialized and out-of-line ones).
+   */
+  private takeAt(seen: number, timeout: number | undefined): WaitRequest {
+    const req = this.at(NOT_EMPTY, seen, timeout);
+    req.claim = { kind: ClaimKind.RingGet, value: LOCK_OWNER_ID, markByteOffset: 0, markValue: SELF_START };
+    return req;
   }
 
   /** The queue's mutex: a holder that died is reclaimed without troubling the caller. */
@@ -405,7 +422,7 @@ export class Ring {
     for (let at = Atomics.load(w, HEAD); at !== end;) {
       const i = (at & this.mask) >>> 2;
       const word = Atomics.load(fw, i + F_STATE);
-      if ((word & STATE_MASK) === READING && ownerGone(fw[i + F_PID], fw[i + F_START])) {
+      if ((word & STATE_MASK) === READING && (fw[i + F_PID] === ABANDONED || ownerGone(fw[i + F_PID], fw[i + F_START]))) {
         fw[i + F_PID] = process.pid;
         fw[i + F_START] = SELF_START;
         return at & this.mask;
@@ -451,11 +468,11 @@ export class Ring {
     }
   }
 
-  // The uncontended paths: one CAS for the mutex, no plan, no waiting. A put is native (ring.h:
-  // the same stores in the same order as reserve/putLocked here): a large one spares V8 compiling
-  // the large JS around a copy, and a small one, the put that wakes a waiting get, reaches its
-  // publish in one call instead of a cold run through a dozen JS functions (3-4 µs of a 10 µs
-  // wake-up). A take of a small frame stays in JS, where the call across costs more than the work.
+  // The uncontended paths: one CAS for the mutex, no plan, no waiting. A put of a Frame is native
+  // (ring.h: the same stores in the same order as reserve/putLocked here): a large one spares V8
+  // compiling the large JS around a copy, and a small one is one call instead of those layers. A
+  // put with no bytes of its own is tryPutNow, flat JS (see there). A take of a small frame stays
+  // in JS, where the call across costs more than the work.
 
   /** Puts now if the mutex is free and there is room: true; false to take the slow path. */
   tryPut(frame: Frame, countTask: boolean): boolean {
@@ -464,6 +481,49 @@ export class Ring {
     if (status === NATIVE_OK) return true;
     if (status === NATIVE_SHUT) throw new RingClosed('the queue is closed');
     return false;
+  }
+
+  /**
+   * tryPut of a message with no bytes of its own (a number, or a kind with an empty payload),
+   * made no Frame for: false, having done nothing, when the mutex is held, there is no room, or
+   * the ring is closed (the caller's full path reports that).
+   *
+   * The put that wakes a waiting get, so written flat: the same stores in the same order as
+   * reserve() and putLocked(), with nothing between the call and the publish but the ring's own
+   * words. After an idle moment every object, function and native entry touched costs; probes
+   * put a cold call into the addon at 2-5 µs before its first instruction, and this path's
+   * layers at more than a release of a Lock costs in all.
+   */
+  tryPutNow(num: number | undefined, kind: Kind, countTask: boolean): boolean {
+    const w = this.w;
+    if (Atomics.compareExchange(w, LOCK, 0, LOCK_OWNER_ID) !== 0) return false;
+    w[LOCK + LOCK_START] = SELF_START;
+    const at = w[RESERVE];
+    const max = w[MAXSIZE];
+    const length = num === undefined ? 0 : 8;
+    const need = frameSize(length);
+    if (w[CLOSED] === 1 || (max > 0 && w[COUNT] >= max) || this.capacity - ((at - Atomics.load(w, HEAD)) >>> 0) < need) {
+      this.lock.release();
+      return false;
+    }
+    const pos = at & this.mask;
+    const i = pos >>> 2;
+    const fw = this.fw;
+    fw[i + F_LENGTH] = length;
+    fw[i + F_PID] = PID;
+    fw[i + F_START] = SELF_START;
+    if (num !== undefined) this.view.setFloat64((pos + FRAME_HEAD) & this.mask, num, true);  // 8 bytes, 16-aligned: whole
+    Atomics.store(fw, i + F_STATE, READY | (kind << 8) | (countTask ? COUNTED : 0));
+    if (countTask) Atomics.add(w, UNFINISHED, 1);
+    w[COUNT]++;
+    Atomics.store(w, RESERVE, (at + need) | 0);
+    // The mutex's release and the publish's bump, as Lock.release() and bump() do them.
+    w[LOCK + LOCK_START] = 0;
+    const held = Atomics.exchange(w, LOCK, 0);
+    const bumped = Atomics.add(w, NOT_EMPTY, 1);
+    if ((held & LOCK_WAITERS) !== 0) this.wakeWord(LOCK, 1);
+    if (Atomics.load(w, SLEPT_GET) === bumped) this.wakeWord(NOT_EMPTY, 0x7fffffff);
+    return true;
   }
 
   /** Takes a frame now if the mutex is free and one is ready; null to take the slow path. */
@@ -589,9 +649,11 @@ export class Ring {
 
   /**
    * Takes one frame. Returns undefined on timeout (empty); throws RingClosed once closed and
-   * drained. A Pipe's reader also ends when the writer's process is gone.
+   * drained. A Pipe's reader also ends when the writer's process is gone. With `claim`, for a
+   * plan run on its own by a call that resolves with the message's value (decodeFrame's) and has
+   * no destination: its waits claim the message natively (takeAt).
    */
-  *getPlan(timeout: number | undefined, watchWriter = false, into?: Destination): WaitPlan<Frame | undefined> {
+  *getPlan(timeout: number | undefined, watchWriter = false, into?: Destination, claim = false): WaitPlan<Frame | undefined> {
     const deadline = deadlineAfter(timeout);
     const w = this.w;
     // Whether to look at the writer's process now: after a sleep slice ran out, not before every
@@ -636,7 +698,7 @@ export class Ring {
         }
         return undefined;
       }
-      const result = yield this.at(NOT_EMPTY, seen, left);
+      const result = yield claim && into === undefined ? this.takeAt(seen, left) : this.at(NOT_EMPTY, seen, left);
       checkWriter = watchWriter && result === WaitResult.TimedOut;
       checkOwners = result === WaitResult.TimedOut;
     }

@@ -28,10 +28,13 @@ export interface WaitRequest {
 /**
  * A plan's last step, done in native code when its word has moved, right before the waiter is
  * told: the wake-up then costs one call into JS instead of resuming the plan (about half of an
- * async wake-up's time was the plan's JS, cold, once per wake). A claimed wait ends its plan
- * with `true` and the plan is dropped, never resumed: only a plan with nothing else left to run
- * may yield one (no `finally` but the one the claim stands for). A claim the word does not allow
- * (another process took the lock first) leaves the plan to run on as usual.
+ * async wake-up's time was the plan's JS, cold, once per wake). A claimed wait ends its call
+ * with the claim's value and the plan is dropped, never resumed: only a plan with nothing else
+ * left to run may yield one (no `finally` but the one the claim stands for), and its call's
+ * value must be what the claim makes: `true` for a lock's, a semaphore's or an event's; for a
+ * RingGet, the message itself (runAsync's `finish` of the plan's frame). A claim the word does
+ * not allow (another process took the lock first, the message needs JS to decode) leaves the
+ * plan to run on as usual.
  */
 export interface WaitClaim {
   kind: ClaimKind;
@@ -124,23 +127,24 @@ export function waitAsync(req: WaitRequest, signal?: AbortSignal, poll = 0): Pro
 
 /**
  * waitAsync with callbacks: `done` runs inside the completion's own call from the event loop,
- * with no promise in between; `fail` with the AbortError when `signal` aborts first. `direct`,
- * for a request with a claim and no signal: its `resolve` is called with true, instead of `done`,
- * when the claim is made while polling, and that hit is recorded in its `budget`'s state.
+ * with no promise in between (with a claim's value after the result, when it was made); `fail`
+ * with the AbortError when `signal` aborts first. `direct`, for a request with a claim and no
+ * signal: its `resolve` is called with the claim's value, instead of `done`, when the claim is
+ * made while polling, and that hit is recorded in its `budget`'s state.
  */
 function waitThen(
   req: WaitRequest,
   signal: AbortSignal | undefined,
   poll: number,
-  done: (result: WaitResult) => void,
+  done: (result: WaitResult, value?: unknown) => void,
   fail: (err: unknown) => void,
-  direct?: { resolve: (value: true) => void; budget: SpinBudget | undefined },
+  direct?: { resolve: (value: unknown) => void; budget: SpinBudget | undefined },
 ): void {
   const claim = req.claim;
   let onAbort: (() => void) | undefined;
-  const told = signal === undefined ? done : (result: WaitResult): void => {
+  const told = signal === undefined ? done : (result: WaitResult, value?: unknown): void => {
     signal.removeEventListener('abort', onAbort!);
-    done(result);
+    done(result, value);
   };
   const id = claim === undefined
     ? native.futexWaitAsync(req.buffer, req.byteOffset, req.expected >>> 0, req.timeout, poll, told)
@@ -168,22 +172,31 @@ export function runSync<T>(plan: WaitPlan<T>): T {
   return step.value;
 }
 
+/** How a call's outcome is made of its plan's: its value of the plan's, its error of the plan's. */
+export interface Outcome<T, U> {
+  value(planValue: T): U;
+  error?(planError: unknown): unknown;
+}
+
 /**
  * Drives a plan on the event loop. When `signal` aborts, the plan is resumed with an AbortError
  * thrown at its wait, so its `finally` blocks (re-acquiring a condition's lock, say) still run,
- * without the signal, before the call rejects.
+ * without the signal, before the call rejects. With `outcome`, the call resolves with
+ * `outcome.value` of the plan's value and rejects with `outcome.error` of its error.
  *
  * Each wait's completion drives the plan on from inside its own call from the loop, and the plan's
  * end resolves the returned promise there: the caller's `await` resumes at that call's microtask
  * checkpoint, with no promise and no async function between (each was a microtask more on every
- * wake-up).
+ * wake-up; a `.then` for the outcome would be one more).
  */
-export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T> {
+export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T>;
+export function runAsync<T, U>(plan: WaitPlan<T>, signal: AbortSignal | undefined, outcome: Outcome<T, U>): Promise<U>;
+export function runAsync<T, U>(plan: WaitPlan<T>, signal?: AbortSignal, outcome?: Outcome<T, U>): Promise<U> {
   if (signal?.aborted) {
     plan.return(undefined as never);
-    return Promise.reject(abortError(signal));
+    return Promise.reject(failed(abortError(signal), outcome));
   }
-  return new Promise<T>((resolve, reject) => {
+  return new Promise<U>((resolve, reject) => {
     const proceed = (next: () => IteratorResult<WaitRequest, T>): void => {
       let step: IteratorResult<WaitRequest, T>;
       try {
@@ -199,7 +212,7 @@ export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T>
               req,
               signal,
               window,
-              (result) => {
+              (result, value) => {
                 if ((result & WaitResult.Claimed) === 0) {
                   proceed(() => afterWait(plan, req, budget, window, result));
                   return;
@@ -207,14 +220,14 @@ export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T>
                 // Finished natively: the plan is dropped (WaitClaim); it ended, so a poll hit.
                 if ((result & ~WaitResult.Claimed) === WaitResult.Polled) budget?.hit();
                 else if (window > 0) budget?.missed();
-                resolve(true as T);
+                resolve(value as U);
               },
               // An abort goes on in a microtask, as before: not inside the caller's abort().
               (err) => {
                 signal = undefined;
                 queueMicrotask(() => proceed(() => plan.throw(err)));
               },
-              direct ? { resolve: resolve as (value: true) => void, budget } : undefined,
+              direct ? { resolve: resolve as (value: unknown) => void, budget } : undefined,
             );
             return;
           } catch (err) {
@@ -223,13 +236,25 @@ export function runAsync<T>(plan: WaitPlan<T>, signal?: AbortSignal): Promise<T>
           }
         }
       } catch (err) {
-        reject(err);
+        reject(failed(err, outcome));
         return;
       }
-      resolve(step.value);
+      if (outcome === undefined) {
+        resolve(step.value as unknown as U);
+        return;
+      }
+      try {
+        resolve(outcome.value(step.value));
+      } catch (err) {
+        reject(failed(err, outcome));
+      }
     };
     proceed(() => plan.next());
   });
+}
+
+function failed(err: unknown, outcome: Outcome<never, unknown> | undefined): unknown {
+  return outcome?.error === undefined ? err : outcome.error(err);
 }
 
 /** The plan's next step after a wait, and what that wait teaches the word's budget. */

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "futex.h"
+#include "ring.h"
 #include "spawn.h"
 #include "uring_waiter.h"
 #include "waiter.h"
@@ -22,10 +23,26 @@ struct Mapping {
 
 // A pending async wait (sync_binding.cc): who is told its result, and what it may finish by
 // itself (a claim of kind kNone: nothing).
+// A get's claim on a message ring (ring_binding.cc): once the ring's NOT_EMPTY word has moved,
+// take the oldest message, if it is of a kind whose value is made natively, and make it.
+struct RingGet {
+  void* base = nullptr;  // the ring segment; null: no such claim (or no longer mapped)
+  size_t size = 0;
+  ring::Self self{};
+};
+
+// Claims the oldest message for `take` and makes its value: true with the value and the frame's
+// position, which the caller then finishes (FinishRingGet) or, if it could not deliver the
+// value, abandons (AbandonRingGet: the frame is not lost, a later consumer takes it over).
+bool TryRingGet(napi_env env, const RingGet& take, napi_value* value, uint32_t* pos);
+void FinishRingGet(const RingGet& take, uint32_t pos);
+void AbandonRingGet(const RingGet& take, uint32_t pos);
+
 struct LiveWait {
   futex::Claim claim;               // its word is the wait's even with no claim (kNone); null once unmapped
-  Napi::FunctionReference done;     // called with the WaitResult
-  Napi::FunctionReference resolve;  // if set, called with true instead, for a claim made while polling
+  RingGet ring;                    // or, instead of a claim, a ring take
+  Napi::FunctionReference done;     // called with the WaitResult (and a claim's value)
+  Napi::FunctionReference resolve;  // if set, called with the claim's value instead, for one made while polling
   int32_t* backoff = nullptr;       // where such a resolve records its hit: the budget's back-off = 1
   Napi::ObjectReference budget;     // the Int32Array `backoff` is in, kept alive meanwhile
 };

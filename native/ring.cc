@@ -178,7 +178,7 @@ Status View::TryPut(const Self& self, const uint8_t* bytes, uint32_t length, uin
 }
 
 // ring.ts tryGet(): readyHint(), then claim(false) under the mutex.
-Status View::TryClaim(const Self& self, Claimed* out) {
+Status View::TryClaim(const Self& self, Claimed* out, uint32_t kinds) {
   uint32_t hint = Load(Word(kClaim));
   if (hint == Load(Word(kReserve))) return kEmpty;
   if ((Load(Frame(hint) + kState) & kStateMask) == kWriting) return kBusy;
@@ -202,6 +202,11 @@ Status View::TryClaim(const Self& self, Claimed* out) {
       Store(Word(kClaim), next);  // skipped by a holder that died before it moved CLAIM on
       continue;
     }
+    uint32_t kind = (word >> 8) & 0xff;
+    if (kind >= 32 || (kinds & (1u << kind)) == 0) {
+      Unlock();
+      return kOther;
+    }
     SetPlain(f + kPid, self.pid);
     SetPlain(f + kStart, self.start);
     Store(f + kState, (word & ~kStateMask) | kReading);
@@ -210,9 +215,15 @@ Status View::TryClaim(const Self& self, Claimed* out) {
     Unlock();
     out->pos = at & mask_ & ~15u;
     out->length = length;
-    out->kind = (word >> 8) & 0xff;
+    out->kind = kind;
     return kOk;
   }
+}
+
+void View::Abandon(uint32_t pos) {
+  uint32_t* f = Frame(pos);
+  SetPlain(f + kStart, 0);
+  Store(f + kPid, 0);
 }
 
 // ring.ts take(), after the copy.

@@ -23,7 +23,9 @@ constexpr int kLength = 0, kState = 1, kPid = 2, kStart = 3;
 constexpr uint32_t kWriting = 1, kReady = 2, kReading = 3, kDone = 4, kStateMask = 0xff;
 constexpr uint32_t kCounted = 1u << 16;
 constexpr uint32_t kCopyUnderLock = 256;
-constexpr uint32_t kKindNumber = 1, kKindBytes = 3;
+// Message kinds (ring.ts Kind): the ones a value is made of here, without v8.deserialize.
+constexpr uint32_t kKindNumber = 1, kKindString = 2, kKindBytes = 3, kKindUndefined = 4, kKindNull = 5, kKindTrue = 6,
+                   kKindFalse = 7;
 // The ring's mutex is a Lock of lib/synchronize.ts: owner word, depth, owner's start time.
 constexpr uint32_t kLockWaiters = 0x40000000;
 
@@ -34,6 +36,7 @@ enum Status : int {
   kShut = -3,    // closed: no more puts
   kEmpty = -4,
   kBusy = -5,    // the oldest frame is still being written
+  kOther = -6,   // the oldest frame is of a kind the caller does not take
 };
 
 // Who is calling: the lock owner id of this thread, its process's start time and pid, as
@@ -55,13 +58,18 @@ class View {
   // Puts one message (a number's payload is its 8 bytes). kOk, kLocked, kNoRoom or kShut.
   Status TryPut(const Self& self, const uint8_t* bytes, uint32_t length, uint32_t kind, bool counted);
 
-  // Claims the oldest ready frame. kOk with its position, length and kind; or kLocked, kEmpty, kBusy.
+  // Claims the oldest ready frame, if its kind is one of `kinds` (bit 1 << kind). kOk with its
+  // position, length and kind; or kLocked, kEmpty, kBusy, kOther.
   struct Claimed {
     uint32_t pos;
     uint32_t length;
     uint32_t kind;
   };
-  Status TryClaim(const Self& self, Claimed* out);
+  Status TryClaim(const Self& self, Claimed* out, uint32_t kinds = ~0u);
+
+  // Gives up a frame this process claimed and cannot deliver: it stays claimed with no owner
+  // (pid 0), for the next consumer that looks for frames of dead consumers to take over.
+  void Abandon(uint32_t pos);
 
   // Whether the frame at `pos` is claimed (READING) by process `pid`: the only frame a take may
   // copy out and finish.

@@ -366,7 +366,8 @@ describe('claims: a wait that finishes its plan natively', () => {
     expect(got.polled).toEqual({ ...each, takeResolved: { told: 'resolve(true)', claimed: true, words: [77, 9], backoff: 1 } });
     expect(got.kernel).toEqual({ ...each, takeResolved: { ...told(true, [77, 9]), backoff: 8 } });
     expect(got.refused).toEqual({
-      badKind: 'RangeError: claim kind must be 1 (take), 2 (seen) or 3 (count)',
+      badKind: 'RangeError: claim kind must be 1 (take), 2 (seen), 3 (count) or 4 (ring take)',
+      ringGetOnPlainWords: 'RangeError: futexWaitAsync: a ring take needs a ring segment',
       noDone: 'TypeError: futexWaitAsync: done must be a function',
       resolveWithoutClaim: 'TypeError: futexWaitAsync: resolve needs a claim',
       badBudget: 'TypeError: futexWaitAsync: budgetState must be an Int32Array of 2',

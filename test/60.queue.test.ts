@@ -1,5 +1,7 @@
+import { execFileSync } from 'child_process';
 import { createHash } from 'crypto';
 import * as fs from 'fs';
+import * as path from 'path';
 import { inspect } from 'util';
 
 import * as mp from '../dist';
@@ -40,6 +42,72 @@ describe('Queue', () => {
     v.close();
   });
 
+  test('a get or recv waiting for what another process puts gets every kind back equal, wherever it sits in the ring', async () => {
+    // A waiting get takes a message natively when its value can be made there (not a serialized
+    // one); 20 laps of a 4 KiB ring put frames across its end at many offsets.
+    const items: unknown[] = [-42.5, 'héllo', `a${'é'.repeat(60)}`, Buffer.from([1, 2, 3]), Buffer.alloc(0), true, false, null,
+      undefined, { a: [1] }, 7];
+    const q = new mp.Queue({ capacity: 4096 });
+    const go = new mp.Queue();
+    const [reader, writer] = mp.Pipe<unknown>({ duplex: false });
+    const laps = 20;
+    const p = new mp.Process({
+      target: async (q: any, go: any, writer: any, items: unknown[], laps: number) => {
+        for (let lap = 0; lap < laps; lap++) {
+          for (const item of items) {
+            if ((await go.get()) === 'pipe') await writer.send(item);
+            else q.putSync(item);
+          }
+        }
+      },
+      args: [q, go, writer, items, laps],
+    });
+    p.start();
+    const got: string[] = [];
+    const kinds: boolean[] = [];
+    for (let lap = 0; lap < laps; lap++) {
+      for (let i = 0; i < items.length; i++) {
+        const viaPipe = (lap + i) % 3 === 0;
+        const pending = viaPipe ? reader.recv() : q.get({ timeout: 10000 });  // waiting before the item is put
+        go.putSync(viaPipe ? 'pipe' : 'queue');
+        const item = await pending;
+        got.push(inspect(item));
+        kinds.push(Buffer.isBuffer(item) === Buffer.isBuffer(items[i]));
+      }
+    }
+    await p.join(10000);
+    expect(got).toEqual(Array.from({ length: laps }, () => items.map((item) => inspect(item))).flat());
+    expect(kinds.every(Boolean)).toBe(true);
+    expect(q.empty()).toBe(true);
+  });
+
+  test('a waiting get claims its message natively: each kind made there, a serialized one left to JS, one its waiter missed kept', () => {
+    const got = JSON.parse(execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'ring-get-claims.js')], {
+      env: { ...process.env, NMP_WAIT_POLL_MS: '' }, encoding: 'utf8', timeout: 60000,
+    }));
+    const made = (value: string, isBuffer = false) => ({ told: 'done', claimed: true, value, isBuffer, after: 'Empty' });
+    const each = {
+      number: made('-42.5'),
+      string: made("'héllo'"),
+      wrapped: made(inspect(`a${'é'.repeat(60)}`)),
+      bytes: made('<Buffer 01 02 03>', true),
+      empty: made('<Buffer >', true),
+      true: made('true'),
+      false: made('false'),
+      null: made('null'),
+      undefined: made('undefined'),
+      // v8-serialized: not claimed; the plan runs on, and the message is still there
+      serialized: { told: 'done', claimed: false, value: 'undefined', isBuffer: false, after: '{ a: [ 1 ] }' },
+      // claimed for a waiter that threw: abandoned, and the next get that looks at owners has it
+      notTold: { ...made('7'), after: '7' },
+      cancelled: { told: 'nothing', claimed: false, value: 'undefined', isBuffer: false, after: '8' },
+    };
+    // Claimed while polling, a wait given its promise's resolve has that called with the value.
+    expect(got.polled).toEqual({ ...each, resolved: { ...made('9'), told: 'resolve' } });
+    expect(got.kernel).toEqual({ ...each, resolved: made('9') });
+    expect(got.wrappedIntact).toBe(true);
+  });
+
   test('Empty, Full, timeouts, qsize/empty/full, and maxsize', async () => {
     const q = new mp.Queue({ maxsize: 2 });
     expect(() => q.getNowait()).toThrow(expect.objectContaining({ name: 'Empty' }));
@@ -76,7 +144,8 @@ describe('Queue', () => {
   test('numbers and strings survive frames that wrap around the ring\'s end', () => {
     const q = new mp.Queue({ capacity: 4096 });
     const values: unknown[] = [];
-    for (let i = 0; i < 3000; i++) values.push(i % 7 === 0 ? `s${i}` : i * 1.5 - 1e6);
+    // Strings of 1-23 bytes make frames of 32 or 48: heads land on every 16th byte, the last too.
+    for (let i = 0; i < 3000; i++) values.push(i % 7 === 0 ? `s${'x'.repeat(i % 23)}` : i * 1.5 - 1e6);
     const got: unknown[] = [];
     for (const v of values) {
       q.putSync(v);

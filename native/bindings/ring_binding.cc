@@ -7,6 +7,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <string>
+
 #include "../addon.h"
 #include "../errors.h"
 #include "../sysfail.h"
@@ -176,6 +178,49 @@ Napi::Value RingTakeCopy(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The kinds TryRingGet makes values of: all but v8-serialized and out-of-line messages, which
+// need JS to decode (queues.ts decodeFrame).
+constexpr uint32_t kNativeKinds = 1u << ring::kKindNumber | 1u << ring::kKindString | 1u << ring::kKindBytes |
+                                  1u << ring::kKindUndefined | 1u << ring::kKindNull | 1u << ring::kKindTrue |
+                                  1u << ring::kKindFalse;
+
+// The value of a claimed frame, as decodeFrame makes it; null if V8 refused to make it.
+napi_value ValueOf(napi_env env, const ring::View& view, const ring::View::Claimed& c) {
+  napi_value value = nullptr;
+  napi_status status = napi_generic_failure;
+  switch (c.kind) {
+    case ring::kKindNumber:
+      status = napi_create_double(env, view.NumberAt(c.pos), &value);
+      break;
+    case ring::kKindString: {
+      std::string text(c.length, '\0');
+      view.CopyOut(c.pos, reinterpret_cast<uint8_t*>(text.data()), c.length);
+      status = napi_create_string_utf8(env, text.data(), text.size(), &value);
+      break;
+    }
+    case ring::kKindBytes: {
+      void* data = nullptr;
+      status = napi_create_buffer(env, c.length, &data, &value);
+      if (status == napi_ok && c.length > 0) {
+        PrefaultIfFresh(static_cast<uint8_t*>(data), c.length);
+        view.CopyOut(c.pos, static_cast<uint8_t*>(data), c.length);
+      }
+      break;
+    }
+    case ring::kKindUndefined:
+      status = napi_get_undefined(env, &value);
+      break;
+    case ring::kKindNull:
+      status = napi_get_null(env, &value);
+      break;
+    case ring::kKindTrue:
+    case ring::kKindFalse:
+      status = napi_get_boolean(env, c.kind == ring::kKindTrue, &value);
+      break;
+  }
+  return status == napi_ok ? value : nullptr;
+}
+
 // The spins take microseconds; a closed (detached) segment ends them at once.
 int64_t SpinNs(const Napi::CallbackInfo& info, size_t i) {
   int64_t us = IntArg(info, i, "microseconds");
@@ -211,6 +256,28 @@ Napi::Value RingSpinWhile(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+bool TryRingGet(napi_env env, const RingGet& take, napi_value* value, uint32_t* pos) {
+  ring::View view(take.base, take.size);
+  if (take.base == nullptr || !view.valid()) return false;
+  ring::View::Claimed claimed;
+  if (view.TryClaim(take.self, &claimed, kNativeKinds) != ring::kOk) return false;
+  *value = ValueOf(env, view, claimed);
+  if (*value == nullptr) {
+    view.Abandon(claimed.pos);
+    return false;
+  }
+  *pos = claimed.pos;
+  return true;
+}
+
+void FinishRingGet(const RingGet& take, uint32_t pos) {
+  ring::View(take.base, take.size).Finish(pos);
+}
+
+void AbandonRingGet(const RingGet& take, uint32_t pos) {
+  ring::View(take.base, take.size).Abandon(pos);
+}
 
 void InitRing(Napi::Env env, Napi::Object exports) {
   exports.Set("ringTryPut", Napi::Function::New(env, RingTryPut, "ringTryPut"));

@@ -1,6 +1,7 @@
 // JS boundary of futex.h and waiter.h. The uncontended paths of every lock live in JS (Atomics on
 // the shared words); JS calls down here only to sleep or to wake sleepers.
 #include <poll.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -62,16 +63,16 @@ bool WordMoved(int result) {
   return result == futex::kWoken || result == futex::kPolled || result == futex::kNotEqual;
 }
 
-// Calls fn(arg) through the C API and reports whether it ran. Not through node-addon-api: while a
+// Calls fn(args...) through the C API and reports whether it ran. Not through node-addon-api: while a
 // worker thread is being terminated the call fails with the termination, which Napi::Error
 // cannot wrap (it aborts the whole process). A JS exception is cleared: nobody is there to see it.
-bool CallWaiter(napi_env env, const Napi::FunctionReference& fn, napi_value arg) {
+bool CallWaiter(napi_env env, const Napi::FunctionReference& fn, size_t argc, const napi_value* args) {
   napi_value function = nullptr;
   napi_value receiver = nullptr;
   napi_value ignored = nullptr;
   if (napi_get_reference_value(env, fn, &function) != napi_ok || function == nullptr) return false;
   if (napi_get_undefined(env, &receiver) != napi_ok) return false;
-  if (napi_call_function(env, receiver, function, 1, &arg, &ignored) == napi_ok) return true;
+  if (napi_call_function(env, receiver, function, argc, args, &ignored) == napi_ok) return true;
   bool pending = false;
   if (napi_is_exception_pending(env, &pending) == napi_ok && pending) {
     napi_value exception = nullptr;
@@ -80,11 +81,23 @@ bool CallWaiter(napi_env env, const Napi::FunctionReference& fn, napi_value arg)
   return false;
 }
 
+// Makes a wait's claim, if its word has moved and the claim is allowed now: true with the value
+// its call resolves with (true; a ring take's message).
+bool MakeClaim(napi_env env, LiveWait& wait, int result, napi_value* value, uint32_t* ring_pos) {
+  if (!WordMoved(result)) return false;
+  if (wait.ring.base != nullptr) return TryRingGet(env, wait.ring, value, ring_pos);
+  if (!futex::TryClaim(wait.claim)) return false;
+  if (napi_get_boolean(env, true, value) == napi_ok) return true;
+  futex::UndoClaim(wait.claim);
+  return false;
+}
+
 // Runs on the JS thread whenever completions are ready. A wait with a claim gets it made here,
 // right before its waiter is told, never earlier: a wait cancelled meanwhile claims nothing. A
 // claim made while polling resolves the waiter's promise through its own resolve function, with
 // no JS of ours in between, and records that hit in the wait's budget. A claim whose waiter could
-// not be told (the environment is going away) is undone.
+// not be told (the environment is going away) is undone; a ring take's message, already made
+// into a value, is abandoned to the ring's next consumer instead.
 // The waits told are moved to `told_waits`, for the caller to free once the microtasks their calls
 // queued have run: deleting their references is not what the awaiting caller should wait for.
 void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done, std::vector<LiveWait>& told_waits) {
@@ -97,22 +110,32 @@ void DeliverWaits(Napi::Env env, std::vector<Waiter::Completion> done, std::vect
     LiveWait& wait = told_waits.back();
     addon->live_waits.erase(live);
     int result = c.result;
-    bool claimed = WordMoved(result) && futex::TryClaim(wait.claim);
+    napi_value value = nullptr;
+    uint32_t ring_pos = 0;
+    bool claimed = false;
+    try {
+      claimed = MakeClaim(env, wait, result, &value, &ring_pos);
+    } catch (const SysFail&) {  // an undo's wake refused: nothing made
+    }
     if (claimed) result |= futex::kClaimed;
     // One failing call must not lose the completions after it (their promises would hang).
-    napi_value arg = nullptr;
     bool told;
     if (claimed && c.result == futex::kPolled && !wait.resolve.IsEmpty()) {
       if (wait.backoff != nullptr) *wait.backoff = 1;  // a hit, as SpinBudget.hit() records it
-      told = napi_get_boolean(env, true, &arg) == napi_ok && CallWaiter(env, wait.resolve, arg);
+      told = CallWaiter(env, wait.resolve, 1, &value);
     } else {
-      told = napi_create_int32(env, result, &arg) == napi_ok && CallWaiter(env, wait.done, arg);
+      napi_value args[2] = {nullptr, value};
+      told = napi_create_int32(env, result, &args[0]) == napi_ok && CallWaiter(env, wait.done, claimed ? 2 : 1, args);
     }
-    if (claimed && !told) {
-      try {
+    if (!claimed) continue;
+    try {
+      if (wait.ring.base != nullptr) {
+        if (told) FinishRingGet(wait.ring, ring_pos);
+        else AbandonRingGet(wait.ring, ring_pos);
+      } else if (!told) {
         futex::UndoClaim(wait.claim);
-      } catch (const SysFail&) {
       }
+    } catch (const SysFail&) {
     }
   }
   addon->UpdateWaitRef(env);
@@ -382,22 +405,37 @@ void StartWaitBackend(Napi::Env env, Addon* addon) {
   napi_add_env_cleanup_hook(env, [](void* data) { static_cast<Addon*>(data)->waiter.reset(); }, addon);
 }
 
+// futexWaitAsync's claim kind for a get on a message ring: its buffer is the ring's segment, its
+// value the taker's lock owner id and its mark value the taker's start time (ring::Self).
+constexpr int64_t kRingGetClaim = 4;
+
 // The optional claim of futexWaitAsync: kind, value, mark byteOffset (in the same buffer), mark
-// value, from argument `i` on; with none, a Claim of kind kNone that still names the wait's word.
-futex::Claim ClaimArgs(const Napi::CallbackInfo& info, size_t i, uint32_t* word) {
-  futex::Claim claim;
+// value, from argument `i` on, into `live`; with none, a Claim of kind kNone that still names the
+// wait's word.
+void ClaimArgs(const Napi::CallbackInfo& info, size_t i, uint32_t* word, LiveWait& live) {
+  futex::Claim& claim = live.claim;
   claim.word = word;
-  if (info.Length() <= i || info[i].IsUndefined()) return claim;
+  if (info.Length() <= i || info[i].IsUndefined()) return;
   RequireArgs(info, i + 4, "futexWaitAsync claim");
   int64_t kind = IntArg(info, i, "claim kind");
-  if (kind < futex::Claim::kTake || kind > futex::Claim::kCount) {
-    throw Napi::RangeError::New(info.Env(), "claim kind must be 1 (take), 2 (seen) or 3 (count)");
+  if (kind < futex::Claim::kTake || kind > kRingGetClaim) {
+    throw Napi::RangeError::New(info.Env(), "claim kind must be 1 (take), 2 (seen), 3 (count) or 4 (ring take)");
+  }
+  auto value = static_cast<uint32_t>(IntArg(info, i + 1, "claim value"));
+  uint32_t* mark = WordArg(info, 0, i + 2);
+  auto mark_value = static_cast<uint32_t>(IntArg(info, i + 3, "claim mark value"));
+  if (kind == kRingGetClaim) {
+    Napi::ArrayBuffer segment = info[0].As<Napi::ArrayBuffer>();  // WordArg checked it
+    live.ring.base = segment.Data();
+    live.ring.size = segment.ByteLength();
+    live.ring.self = ring::Self{value, mark_value, static_cast<uint32_t>(getpid())};
+    if (!ring::View(live.ring.base, live.ring.size).valid()) throw Napi::RangeError::New(info.Env(), "futexWaitAsync: a ring take needs a ring segment");
+    return;
   }
   claim.kind = static_cast<futex::Claim::Kind>(kind);
-  claim.value = static_cast<uint32_t>(IntArg(info, i + 1, "claim value"));
-  claim.mark = WordArg(info, 0, i + 2);
-  claim.mark_value = static_cast<uint32_t>(IntArg(info, i + 3, "claim mark value"));
-  return claim;
+  claim.value = value;
+  claim.mark = mark;
+  claim.mark_value = mark_value;
 }
 
 // futexWaitAsync(buffer, byteOffset, expected, timeoutMs, pollMs, done, claim..., resolve?) -> id;
@@ -413,9 +451,11 @@ Napi::Value FutexWaitAsync(const Napi::CallbackInfo& info) {
   int64_t poll_ns = PollNsArg(info, 4);
   if (!info[5].IsFunction()) throw Napi::TypeError::New(info.Env(), "futexWaitAsync: done must be a function");
   LiveWait live;
-  live.claim = ClaimArgs(info, 6, word);
+  ClaimArgs(info, 6, word, live);
   if (info.Length() > 10 && info[10].IsFunction()) {
-    if (live.claim.kind == futex::Claim::kNone) throw Napi::TypeError::New(info.Env(), "futexWaitAsync: resolve needs a claim");
+    if (live.claim.kind == futex::Claim::kNone && live.ring.base == nullptr) {
+      throw Napi::TypeError::New(info.Env(), "futexWaitAsync: resolve needs a claim");
+    }
     live.resolve = Napi::Persistent(info[10].As<Napi::Function>());
     if (info.Length() > 11 && !info[11].IsUndefined()) {
       if (!info[11].IsTypedArray() || info[11].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
@@ -524,6 +564,7 @@ void Addon::DropPolledWaits(void* addr, size_t size) {
   for (auto& [id, wait] : live_waits) {
     if (wait.claim.word == nullptr || !inside(wait.claim.word)) continue;
     wait.claim = futex::Claim{};  // no claim, and no word to pass a wake on to
+    wait.ring = RingGet{};
   }
   if (poll == nullptr) return;
   for (WaitPoll::Entry& e : poll->entries) {

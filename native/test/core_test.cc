@@ -508,7 +508,7 @@ void TestRing() {
   Check(view.TryClaim(self, &c) == r::kEmpty && words[r::kHead] == words[r::kReserve], "ring: drained, it is empty and HEAD caught up");
 
   double pi = 3.25;
-  // A number frame as ring.ts writes one (the native put refuses numbers: the binding checks).
+  // A number frame: its payload is the double's 8 bytes, as ring.ts writes them.
   Check(view.TryPut(self, reinterpret_cast<uint8_t*>(&pi), 8, r::kKindNumber, true) == r::kOk &&
             view.TryClaim(self, &c) == r::kOk && c.kind == r::kKindNumber && view.NumberAt(c.pos) == 3.25,
         "ring: an 8-byte number payload reads back");
@@ -548,6 +548,22 @@ void TestRing() {
   Check(view.TryPut(self, msg.data(), 10, r::kKindBytes, false) == r::kOk && !view.ClaimedBy(next & (capacity - 1), self.pid) &&
             view.TryClaim(self, &c) == r::kOk && view.ClaimedBy(c.pos, self.pid) && !view.ClaimedBy(c.pos, self.pid + 1),
         "ring: ClaimedBy knows a ready frame from one this process claimed");
+  view.Finish(c.pos);
+
+  // A claim for some kinds only (a waiting get's, made natively): a frame of another kind is left
+  // where it is, for a claim that takes it, and the mutex is free again.
+  const uint32_t kSerialized = 0;
+  while (view.TryClaim(self, &c) == r::kOk) view.Finish(c.pos);
+  Check(view.TryPut(self, msg.data(), 10, kSerialized, false) == r::kOk &&
+            view.TryClaim(self, &c, 1u << r::kKindNumber | 1u << r::kKindBytes) == r::kOther && words[r::kLock] == 0 &&
+            view.TryClaim(self, &c) == r::kOk && c.kind == kSerialized,
+        "ring: a claim for some kinds leaves a frame of another kind in place");
+  // A claimed frame given up stays claimed, owned by nobody (pid 0): ring.ts takes it over.
+  view.Abandon(c.pos);
+  const uint32_t* abandoned = reinterpret_cast<uint32_t*>(reinterpret_cast<uint8_t*>(storage.data()) + r::kHeaderBytes + c.pos);
+  Check(abandoned[r::kPid] == 0 && abandoned[r::kStart] == 0 && (abandoned[r::kState] & r::kStateMask) == r::kReading &&
+            !view.ClaimedBy(c.pos, self.pid) && view.TryClaim(self, &c) == r::kEmpty,
+        "ring: an abandoned frame is claimed by nobody, and not handed out again as ready");
   view.Finish(c.pos);
 
   // A scribbled header (another process of the user wrote nonsense) must not take the native
