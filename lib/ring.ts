@@ -470,9 +470,9 @@ export class Ring {
 
   // The uncontended paths: one CAS for the mutex, no plan, no waiting. A put of a Frame is native
   // (ring.h: the same stores in the same order as reserve/putLocked here): a large one spares V8
-  // compiling the large JS around a copy, and a small one is one call instead of those layers. A
-  // put with no bytes of its own is tryPutNow, flat JS (see there). A take of a small frame stays
-  // in JS, where the call across costs more than the work.
+  // compiling the large JS around a copy, and a small one is one call instead of those layers.
+  // A put of a number, boolean, null or undefined is tryPutValue, flat JS (see there). A take of
+  // a small frame stays in JS, where the call across costs more than the work.
 
   /** Puts now if the mutex is free and there is room: true; false to take the slow path. */
   tryPut(frame: Frame, countTask: boolean): boolean {
@@ -484,23 +484,39 @@ export class Ring {
   }
 
   /**
-   * tryPut of a message with no bytes of its own (a number, or a kind with an empty payload),
-   * made no Frame for: false, having done nothing, when the mutex is held, there is no room, or
-   * the ring is closed (the caller's full path reports that).
+   * tryPut of a number, boolean, null or undefined, the item itself, with no Frame made: false,
+   * having done nothing, for any other item, or when the mutex is held, there is no room, or the
+   * ring is closed (the caller's full path reports that).
    *
    * The put that wakes a waiting get, so written flat: the same stores in the same order as
    * reserve() and putLocked(), with nothing between the call and the publish but the ring's own
-   * words. After an idle moment every object, function and native entry touched costs; probes
-   * put a cold call into the addon at 2-5 µs before its first instruction, and this path's
-   * layers at more than a release of a Lock costs in all.
+   * words. After an idle moment every object, function and native entry touched costs: probes
+   * put a cold call into the addon at 2-5 µs before its first instruction, and each layer of JS
+   * calls on the way here at 1-2 µs.
    */
-  tryPutNow(num: number | undefined, kind: Kind, countTask: boolean): boolean {
+  tryPutValue(item: unknown, countTask: boolean): boolean {
+    let kind: Kind;
+    let length = 0;
+    switch (typeof item) {
+      case 'number':
+        kind = Kind.Number;
+        length = 8;
+        break;
+      case 'boolean':
+        kind = item ? Kind.True : Kind.False;
+        break;
+      case 'undefined':
+        kind = Kind.Undefined;
+        break;
+      default:
+        if (item !== null) return false;
+        kind = Kind.Null;
+    }
     const w = this.w;
     if (Atomics.compareExchange(w, LOCK, 0, LOCK_OWNER_ID) !== 0) return false;
     w[LOCK + LOCK_START] = SELF_START;
     const at = w[RESERVE];
     const max = w[MAXSIZE];
-    const length = num === undefined ? 0 : 8;
     const need = frameSize(length);
     if (w[CLOSED] === 1 || (max > 0 && w[COUNT] >= max) || this.capacity - ((at - Atomics.load(w, HEAD)) >>> 0) < need) {
       this.lock.release();
@@ -512,7 +528,7 @@ export class Ring {
     fw[i + F_LENGTH] = length;
     fw[i + F_PID] = PID;
     fw[i + F_START] = SELF_START;
-    if (num !== undefined) this.view.setFloat64((pos + FRAME_HEAD) & this.mask, num, true);  // 8 bytes, 16-aligned: whole
+    if (length !== 0) this.view.setFloat64((pos + FRAME_HEAD) & this.mask, item as number, true);  // 8 bytes, 16-aligned: whole
     Atomics.store(fw, i + F_STATE, READY | (kind << 8) | (countTask ? COUNTED : 0));
     if (countTask) Atomics.add(w, UNFINISHED, 1);
     w[COUNT]++;
