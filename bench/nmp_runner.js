@@ -2,7 +2,7 @@
 // node-multiprocessing's runner: prints one JSON line per figure, {"system","workload","value",
 // "unit","n"}, with the workload keys that the peers' runners (bench/peers/) print for theirs,
 // and the sizes of bench/sizes.json. A few keys are ours alone (W1.start_join_warm.*,
-// W6.lock.async_wakeup*.*, W6.queue.get_wakeup.*, W6.event.wait_wakeup.*, W6.js_poll_floor.*, W7.sum.private_loop.*, W5.queue.small_ints_async.*).
+// W6.lock.async_wakeup*.*, W6.queue.get_wakeup.*, W6.pipe.recv_wakeup.*, W6.event.wait_wakeup.*, W6.js_poll_floor.*, W7.sum.private_loop.*, W5.queue.small_ints_async.*).
 //
 //   node bench/nmp_runner.js [W1,W2,W3,W4,W5,W6,W7,W8,W9]
 'use strict';
@@ -189,7 +189,8 @@ async function w6() {
   // Async wake-ups (timeWakeUps): an acquire pending in another process, resolved by our
   // release; measured as shipped (the wait polls first, lib/wait.ts), and with polling off (it
   // sleeps at once). The same for an `await q.get()` woken by a putSync of a small int (the put
-  // is timed with it, as the release is) and an `await e.wait()` woken by set().
+  // is timed with it, as the release is), an `await conn.recv()` woken by a send() of one, and an
+  // `await e.wait()` woken by set().
   const lockWakeUps = (pollMs, counted) => {
     const lock = new mp.Lock();
     return timeWakeUps(counted, {
@@ -212,6 +213,17 @@ async function w6() {
     q.close();
     return xs;
   };
+  const recvWakeUps = async (counted) => {
+    const [reader, writer] = mp.Pipe({ duplex: false });
+    const xs = await timeWakeUps(counted, {
+      target: (state, lat, n, reader) => require(process.env.NMP_BENCH_ROUNDS).waitRounds(state, lat, n, () => reader.recv()),
+      args: [reader],
+      wake: (i) => writer.send(i),  // a number is in the pipe when send() returns
+    });
+    writer.close();
+    reader.close();
+    return xs;
+  };
   const eventWakeUps = async (counted) => {
     const e = new mp.Event();
     const xs = await timeWakeUps(counted, {
@@ -226,7 +238,7 @@ async function w6() {
   // compare the same minutes of a machine whose wake-up times drift (on this VM the C floor went
   // from 2 µs to 9 µs within an hour).
   const floor = futexFloor();
-  const xs = { polled: [], noPoll: [], jsPoll: [], c: [], get: [], event: [] };
+  const xs = { polled: [], noPoll: [], jsPoll: [], c: [], get: [], recv: [], event: [] };
   const chunk = Math.ceil(N.WAKE / N.WAKE_CHUNKS);
   for (let k = 0; k < N.WAKE_CHUNKS; k++) {
     xs.polled.push(...await lockWakeUps(undefined, chunk));
@@ -234,6 +246,7 @@ async function w6() {
     xs.noPoll.push(...await lockWakeUps(0, chunk));
     xs.jsPoll.push(...await jsPollFloor(chunk));
     xs.get.push(...await getWakeUps(chunk));
+    xs.recv.push(...await recvWakeUps(chunk));
     xs.event.push(...await eventWakeUps(chunk));
   }
   floor.close();
@@ -244,6 +257,8 @@ async function w6() {
   emit('W6.lock.async_wakeup_no_poll.p95', pct(xs.noPoll, 0.95), 'us', n);
   emit('W6.queue.get_wakeup.median', median(xs.get), 'us', n);
   emit('W6.queue.get_wakeup.p95', pct(xs.get, 0.95), 'us', n);
+  emit('W6.pipe.recv_wakeup.median', median(xs.recv), 'us', n);
+  emit('W6.pipe.recv_wakeup.p95', pct(xs.recv, 0.95), 'us', n);
   emit('W6.event.wait_wakeup.median', median(xs.event), 'us', n);
   emit('W6.event.wait_wakeup.p95', pct(xs.event, 0.95), 'us', n);
   emit('W6.js_poll_floor.median', median(xs.jsPoll), 'us', n);

@@ -97,6 +97,19 @@ const disturbed = (system) => (f, figs) => {
   const foreign = figs.median(system, 'W8.cpu.foreign_load');
   return foreign >= 0.25 ? `other processes took ${foreign.toFixed(2)} core` : undefined;
 };
+/** A wake-up's two rows: its median and its p95, each beside the C floor's, round by round. */
+const wakeUpRows = (key, what) => [
+  {
+    figure: `… ${what}, median`,
+    better: 'lower', key: `${key}.median`, peers: [],
+    also: [{ key: 'W6.futex_floor.median', paired: true, name: (f) => `the C floor, ${f(OURS, 'W6.futex_floor.median')}` }],
+  },
+  {
+    figure: '… the same, p95',
+    better: 'lower', key: `${key}.p95`, peers: [],
+    also: [{ key: 'W6.futex_floor.p95', paired: true, name: (f) => `the C floor's p95, ${f(OURS, 'W6.futex_floor.p95')}` }],
+  },
+];
 const ROWS = [
   {
     figure: '`apply` round trip on a warm pool of 2, median',
@@ -171,18 +184,9 @@ const ROWS = [
       { key: 'W6.js_poll_floor.p95', paired: true, name: (f) => `the plain-JS poll's p95, ${f(OURS, 'W6.js_poll_floor.p95')}` },
     ],
   },
-  {
-    figure: '… an `await q.get()` woken by a `putSync` of a small int in another process (the put timed with it), median',
-    better: 'lower', key: 'W6.queue.get_wakeup.median', peers: [],
-    extra: (f) => `p95 ${f(OURS, 'W6.queue.get_wakeup.p95')}`,
-    also: [{ key: 'W6.futex_floor.median', paired: true, name: (f) => `the C floor, ${f(OURS, 'W6.futex_floor.median')}` }],
-  },
-  {
-    figure: '… an `await e.wait()` woken by `set()` in another process, median',
-    better: 'lower', key: 'W6.event.wait_wakeup.median', peers: [],
-    extra: (f) => `p95 ${f(OURS, 'W6.event.wait_wakeup.p95')}`,
-    also: [{ key: 'W6.futex_floor.median', paired: true, name: (f) => `the C floor, ${f(OURS, 'W6.futex_floor.median')}` }],
-  },
+  ...wakeUpRows('W6.queue.get_wakeup', 'an `await q.get()` woken by a `putSync` of a small int in another process (the put timed with it)'),
+  ...wakeUpRows('W6.pipe.recv_wakeup', 'an `await conn.recv()` woken by a `send()` of a small int in another process (the send timed with it)'),
+  ...wakeUpRows('W6.event.wait_wakeup', 'an `await e.wait()` woken by `set()` in another process'),
   {
     figure: `a child sums a ${count(N.W7)} float64 shared array`,
     better: 'lower', key: 'W7.sum.mp_array_ctypes.time',
