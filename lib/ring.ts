@@ -696,6 +696,11 @@ export class Ring {
       }
       if (pos === EMPTY && (w[CLOSED] === 1 || (checkWriter && native.processGone(w[WRITER])))) {
         this.lock.release();
+        // Before saying so, one look for frames a dead or abandoning consumer left claimed.
+        if (!checkOwners && Atomics.load(w, HEAD) !== w[CLAIM]) {
+          checkOwners = true;
+          continue;
+        }
         throw new RingClosed('the queue is closed');
       }
       // Frames claimed by others and not done: if one of them dies, its frame comes back.

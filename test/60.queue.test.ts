@@ -100,6 +100,7 @@ describe('Queue', () => {
       serialized: { told: 'done', claimed: false, value: 'undefined', isBuffer: false, after: '{ a: [ 1 ] }' },
       // claimed for a waiter that threw: abandoned, and the next get that looks at owners has it
       notTold: { ...made('7'), after: '7' },
+      notToldThenClosed: { ...made('6'), after: '[ 6 ]' },  // and a closed ring's for-await drains it
       cancelled: { told: 'nothing', claimed: false, value: 'undefined', isBuffer: false, after: '8' },
     };
     // Claimed while polling, a wait given its promise's resolve has that called with the value.

@@ -264,7 +264,11 @@ bool TryRingGet(napi_env env, const RingGet& take, napi_value* value, uint32_t* 
   if (view.TryClaim(take.self, &claimed, kNativeKinds) != ring::kOk) return false;
   *value = ValueOf(env, view, claimed);
   if (*value == nullptr) {
+    // Left to a later consumer; the waiter is told as if nothing was claimed, which a pending
+    // exception would keep from being called.
     view.Abandon(claimed.pos);
+    napi_value ignored = nullptr;
+    napi_get_and_clear_last_exception(env, &ignored);
     return false;
   }
   *pos = claimed.pos;
