@@ -251,22 +251,17 @@ async function w6() {
   }
   floor.close();
   const n = chunk * N.WAKE_CHUNKS;
-  emit('W6.lock.async_wakeup.median', median(xs.polled), 'us', n);
-  emit('W6.lock.async_wakeup.p95', pct(xs.polled, 0.95), 'us', n);
-  emit('W6.lock.async_wakeup_no_poll.median', median(xs.noPoll), 'us', n);
-  emit('W6.lock.async_wakeup_no_poll.p95', pct(xs.noPoll, 0.95), 'us', n);
-  emit('W6.queue.get_wakeup.median', median(xs.get), 'us', n);
-  emit('W6.queue.get_wakeup.p95', pct(xs.get, 0.95), 'us', n);
-  emit('W6.pipe.recv_wakeup.median', median(xs.recv), 'us', n);
-  emit('W6.pipe.recv_wakeup.p95', pct(xs.recv, 0.95), 'us', n);
-  emit('W6.event.wait_wakeup.median', median(xs.event), 'us', n);
-  emit('W6.event.wait_wakeup.p95', pct(xs.event, 0.95), 'us', n);
-  emit('W6.js_poll_floor.median', median(xs.jsPoll), 'us', n);
-  emit('W6.js_poll_floor.p95', pct(xs.jsPoll, 0.95), 'us', n);
-  if (xs.c.length > 0) {
-    emit('W6.futex_floor.median', median(xs.c), 'us', n);
-    emit('W6.futex_floor.p95', pct(xs.c, 0.95), 'us', n);
-  }
+  const spread = (key, xs) => {
+    emit(`${key}.median`, median(xs), 'us', n);
+    emit(`${key}.p95`, pct(xs, 0.95), 'us', n);
+  };
+  spread('W6.lock.async_wakeup', xs.polled);
+  spread('W6.lock.async_wakeup_no_poll', xs.noPoll);
+  spread('W6.queue.get_wakeup', xs.get);
+  spread('W6.pipe.recv_wakeup', xs.recv);
+  spread('W6.event.wait_wakeup', xs.event);
+  spread('W6.js_poll_floor', xs.jsPoll);
+  if (xs.c.length > 0) spread('W6.futex_floor', xs.c);
 }
 
 /**

@@ -77,11 +77,10 @@ function checkCapacity(capacity: unknown, caller: string): number {
  */
 class Sender {
   private line: Promise<unknown> = Promise.resolve();
-  /** Puts waiting for room, in line: while there are any, a new put joins the line. */
-  waiting = 0;
+  private waiting = 0;
 
   /** `closedMessage`: what a put on the closed ring says, in its owner's terms. */
-  constructor(private readonly ring: Ring, readonly countTask: boolean, private readonly closedMessage: string) {}
+  constructor(private readonly ring: Ring, private readonly countTask: boolean, private readonly closedMessage: string) {}
 
   /** A RingClosed becomes the owner's own error (a Queue's, a Connection's); others pass as they are. */
   private closedError(err: unknown): unknown {
@@ -107,8 +106,7 @@ class Sender {
 
   /**
    * Puts a number, boolean, null or undefined now (Ring.tryPutValue) if nothing is in line: true;
-   * false, having done nothing, for the full path. Callers on the hot path check `waiting` and
-   * call the ring themselves: one call less, run cold once per wake-up.
+   * false, having done nothing, for the full path (options, encoding, waiting for room).
    */
   putNow(item: unknown): boolean {
     return this.waiting === 0 && this.ring.tryPutValue(item, this.countTask);
@@ -237,9 +235,7 @@ export class Queue<T = unknown> {
   }
 
   putSync(item: T, opts?: { timeout?: number }): void {
-    // The put that wakes a waiting get: as few calls as can be before the message is in.
-    const sender = this.sender;
-    if (opts === undefined && sender.waiting === 0 && this.ring.tryPutValue(item, sender.countTask)) return;
+    if (opts === undefined && this.sender.putNow(item)) return;
     this.sender.putSync(item, checkTimeout(optionsOf(opts, 'putSync').timeout), 'Queue item');
   }
 

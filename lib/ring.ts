@@ -66,6 +66,7 @@ const ABANDONED = 0;
 const STATE_MASK = 0xff;
 const COUNTED = 1 << 16;  // a JoinableQueue put: taskDone() owed
 
+/** This process: `process` is an accessor of the global object, read on every message otherwise. */
 const PID = process.pid;
 /** Payloads up to this size are copied under the mutex, as one step: cheaper than publishing. */
 const COPY_UNDER_LOCK = 256;
@@ -194,7 +195,7 @@ export class Ring {
   static create(capacity: number, maxsize: number): Ring {
     const ring = new Ring(Segment.create(DATA + 2 ** Math.ceil(Math.log2(Math.max(capacity, 64))), true));
     ring.w[MAXSIZE] = maxsize;
-    ring.w[WRITER] = process.pid;
+    ring.w[WRITER] = PID;
     return ring;
   }
 
@@ -226,7 +227,7 @@ export class Ring {
 
   /** Pipe: this process now holds the sending end. */
   claimWriter(): void {
-    Atomics.store(this.w, WRITER, process.pid);
+    Atomics.store(this.w, WRITER, PID);
   }
 
   private wakeWord(i: number, count: number): void {
@@ -328,7 +329,7 @@ export class Ring {
     const i = pos >>> 2;
     const fw = this.fw;
     fw[i + F_LENGTH] = length;
-    fw[i + F_PID] = process.pid;
+    fw[i + F_PID] = PID;
     fw[i + F_START] = SELF_START;
     const tag = (frame.kind << 8) | (countTask ? COUNTED : 0);
     if (length <= COPY_UNDER_LOCK) {
@@ -389,7 +390,7 @@ export class Ring {
         continue;
       }
       // READY; or READING, left by a consumer that died holding the mutex: ours now either way.
-      fw[i + F_PID] = process.pid;
+      fw[i + F_PID] = PID;
       fw[i + F_START] = SELF_START;
       Atomics.store(fw, i + F_STATE, (word & ~STATE_MASK) | READING);
       w[COUNT]--;
@@ -423,7 +424,7 @@ export class Ring {
       const i = (at & this.mask) >>> 2;
       const word = Atomics.load(fw, i + F_STATE);
       if ((word & STATE_MASK) === READING && (fw[i + F_PID] === ABANDONED || ownerGone(fw[i + F_PID], fw[i + F_START]))) {
-        fw[i + F_PID] = process.pid;
+        fw[i + F_PID] = PID;
         fw[i + F_START] = SELF_START;
         return at & this.mask;
       }
@@ -477,7 +478,7 @@ export class Ring {
   /** Puts now if the mutex is free and there is room: true; false to take the slow path. */
   tryPut(frame: Frame, countTask: boolean): boolean {
     const payload = frame.kind === Kind.Number ? frame.num! : frame.bytes;
-    const status = native.ringTryPut(this.seg.buffer, payload, frame.kind, countTask, LOCK_OWNER_ID, SELF_START, process.pid);
+    const status = native.ringTryPut(this.seg.buffer, payload, frame.kind, countTask, LOCK_OWNER_ID, SELF_START, PID);
     if (status === NATIVE_OK) return true;
     if (status === NATIVE_SHUT) throw new RingClosed('the queue is closed');
     return false;
@@ -549,7 +550,7 @@ export class Ring {
     const at = Atomics.load(this.w, CLAIM);
     if (at === Atomics.load(this.w, RESERVE)) return null;
     if (this.fw[((at & this.mask) >>> 2) + F_LENGTH] <= COPY_UNDER_LOCK) return this.tryGetHere(into);
-    if (native.ringTryClaim(this.seg.buffer, LOCK_OWNER_ID, SELF_START, process.pid, claimed) !== NATIVE_OK) return null;
+    if (native.ringTryClaim(this.seg.buffer, LOCK_OWNER_ID, SELF_START, PID, claimed) !== NATIVE_OK) return null;
     // Into locals at once: `claimed` is shared, and the caller's buffer (a subclass, a Proxy)
     // may run code below that takes from another ring.
     const pos = claimed[0];
@@ -562,17 +563,17 @@ export class Ring {
   /** take() of a claimed frame over 256 bytes, in C++: the copy, then the same stores as take(). */
   private takeNative(pos: number, len: number, kind: Kind, into: Destination | undefined): Frame {
     if (fitsInto(into, kind, len)) {
-      native.ringTake(this.seg.buffer, pos, into!.target, into!.offset, len, process.pid);
+      native.ringTake(this.seg.buffer, pos, into!.target, into!.offset, len, PID);
       return { kind, bytes: into!.target, copied: len };
     }
     if (len < Buffer.poolSize >>> 1) {
       // Carved from Node's shared pool, as Buffer.allocUnsafe does below half its size (a new
       // backing store per payload costs more this small).
       const out = Buffer.allocUnsafe(len);
-      native.ringTake(this.seg.buffer, pos, out, 0, len, process.pid);
+      native.ringTake(this.seg.buffer, pos, out, 0, len, PID);
       return { kind, bytes: out };
     }
-    return { kind, bytes: native.ringTakeCopy(this.seg.buffer, pos, len, process.pid) };
+    return { kind, bytes: native.ringTakeCopy(this.seg.buffer, pos, len, PID) };
   }
 
   private tryGetHere(into?: Destination): Frame | null {
