@@ -27,6 +27,22 @@ const NODE = process.execPath;
 const OURS = 'node-multiprocessing';
 const RUNS = Number(process.env.RUNS || 3);
 const TIMEOUT_S = Number(process.env.TIMEOUT || 150);
+/**
+ * What moves whole rows between machines, printed under the run's header: how an idle vCPU waits
+ * (with haltpoll it polls a while before it halts, and a futex wake costs a few µs instead of
+ * 20 or more) and a CA bundle that every Node process reads as it starts.
+ */
+function machineNotes() {
+  const notes = [];
+  let idle = 'unknown';
+  try {
+    idle = fs.readFileSync('/sys/devices/system/cpu/cpuidle/current_driver', 'utf8').trim();
+  } catch { /* no cpuidle in this kernel */ }
+  notes.push(`cpuidle driver: ${idle}.`);
+  const ca = process.env.NODE_EXTRA_CA_CERTS;
+  if (ca) notes.push(`NODE_EXTRA_CA_CERTS=${ca}: every Node process (ours, child_process's) reads it as it starts, which adds to the start-up rows.`);
+  return notes;
+}
 const list = (s) => (s || '').split(/[\s,]+/).filter(Boolean);
 const ONLY_WORKLOADS = list(process.env.WORKLOADS);
 
@@ -591,6 +607,7 @@ async function main() {
     `${python ? `Python ${python}` : 'no Python'}, ${versions.join(', ')}`;
   const wall = (performance.now() - t0) / 1e3;
   console.log(`\nMedians of ${RUNS} round(s), ${new Date().toISOString().slice(0, 10)}, ${machine}; the whole run took ${clock(wall)}.`);
+  for (const line of machineNotes()) console.log(line);
   console.log('↓ lower is better, ↑ higher is better; † the rounds differ by more than 30%. Ratios divide our figure by each peer\'s, from the same run.\n');
   console.log(table(figs));
   if (anchors.length) {
