@@ -9,7 +9,8 @@ namespace mp::ring {
 namespace {
 
 // ring.ts reads and writes some words with Atomics (sequentially consistent) and some as plain
-// Int32Array elements; each is mirrored here by the same strength.
+// Int32Array elements; each is mirrored here by the same strength as in reserve() and
+// putLocked(). (tryPutValue writes its words under the mutex plain: the release orders them.)
 inline uint32_t Load(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 inline void Store(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
 inline uint32_t Plain(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
