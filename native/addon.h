@@ -21,8 +21,6 @@ struct Mapping {
   bool mapped;
 };
 
-// A pending async wait (sync_binding.cc): who is told its result, and what it may finish by
-// itself (a claim of kind kNone: nothing).
 // A get's claim on a message ring (ring_binding.cc): once the ring's NOT_EMPTY word has moved,
 // take the oldest message, if it is of a kind whose value is made natively, and make it.
 struct RingGet {
@@ -38,9 +36,11 @@ bool TryRingGet(napi_env env, const RingGet& take, napi_value* value, uint32_t* 
 void FinishRingGet(const RingGet& take, uint32_t pos);
 void AbandonRingGet(const RingGet& take, uint32_t pos);
 
+// A pending async wait (sync_binding.cc): who is told its result, and what it may finish by
+// itself (a claim of kind kNone: nothing).
 struct LiveWait {
   futex::Claim claim;               // its word is the wait's even with no claim (kNone); null once unmapped
-  RingGet ring;                    // or, instead of a claim, a ring take
+  RingGet ring;                     // or, instead of a claim, a ring take
   Napi::FunctionReference done;     // called with the WaitResult (and a claim's value)
   Napi::FunctionReference resolve;  // if set, called with the claim's value instead, for one made while polling
   int32_t* backoff = nullptr;       // where such a resolve records its hit: the budget's back-off = 1
