@@ -119,6 +119,11 @@ void View::CopyOut(uint32_t pos, uint8_t* dest, uint32_t n) const {
   if (first < n) memcpy(dest + first, data_, n - first);
 }
 
+const uint8_t* View::PayloadIfWhole(uint32_t pos, uint32_t n) const {
+  uint32_t start = (pos + kFrameHead) & mask_;
+  return n <= capacity_ - start ? data_ + start : nullptr;
+}
+
 uint32_t View::LengthAt(uint32_t pos) const { return Plain(Frame(pos) + kLength); }
 
 double View::NumberAt(uint32_t pos) const {

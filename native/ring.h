@@ -77,6 +77,9 @@ class View {
 
   // Copies `n` payload bytes of the claimed frame at `pos`, from payload offset 0, into `dest`.
   void CopyOut(uint32_t pos, uint8_t* dest, uint32_t n) const;
+  // The payload of the frame at `pos` in place, if its `n` bytes do not wrap around the ring's end;
+  // else null (CopyOut then).
+  const uint8_t* PayloadIfWhole(uint32_t pos, uint32_t n) const;
   // The payload length in the head of the frame at `pos`.
   uint32_t LengthAt(uint32_t pos) const;
   double NumberAt(uint32_t pos) const;

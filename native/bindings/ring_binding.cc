@@ -193,6 +193,11 @@ napi_value ValueOf(napi_env env, const ring::View& view, const ring::View::Claim
       status = napi_create_double(env, view.NumberAt(c.pos), &value);
       break;
     case ring::kKindString: {
+      // V8 copies the bytes as it decodes them: straight from the ring unless they wrap its end.
+      if (const uint8_t* whole = view.PayloadIfWhole(c.pos, c.length)) {
+        status = napi_create_string_utf8(env, reinterpret_cast<const char*>(whole), c.length, &value);
+        break;
+      }
       std::string text(c.length, '\0');
       view.CopyOut(c.pos, reinterpret_cast<uint8_t*>(text.data()), c.length);
       status = napi_create_string_utf8(env, text.data(), text.size(), &value);

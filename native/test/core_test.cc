@@ -476,10 +476,12 @@ void TestRing() {
   r::Self self{static_cast<uint32_t>(getpid()) & 0x3fffff, 77, static_cast<uint32_t>(getpid())};
   Check(view.valid() && view.capacity() == capacity, "ring: a 4 KiB data area is a valid view");
 
-  // 1000-byte messages: the fifth one's payload wraps around the end of the data area.
-  std::vector<uint8_t> msg(1000), got(1000);
+  // 900-byte messages, 928-byte frames: the fifth one's payload wraps around the end of the data
+  // area (1000-byte ones made 1024-byte frames, which tile the 4 KiB exactly and never wrap).
+  std::vector<uint8_t> msg(900), got(900);
   bool fifo = true;
   int sent = 0, received = 0;
+  int whole = 0, wrapped = 0;
   for (int round = 0; round < 6; ++round) {
     for (;;) {
       memset(msg.data(), sent & 0xff, msg.size());
@@ -490,14 +492,23 @@ void TestRing() {
     }
     r::View::Claimed c;
     for (int k = 0; k < 2; ++k) {
-      fifo = fifo && view.TryClaim(self, &c) == r::kOk && c.length == 1000 && c.kind == r::kKindBytes;
+      fifo = fifo && view.TryClaim(self, &c) == r::kOk && c.length == 900 && c.kind == r::kKindBytes;
       view.CopyOut(c.pos, got.data(), c.length);
+      // In place exactly when the payload does not wrap: then it is the bytes CopyOut gave.
+      const uint8_t* in_place = view.PayloadIfWhole(c.pos, c.length);
+      if (in_place == nullptr) {
+        ++wrapped;
+      } else {
+        ++whole;
+        fifo = fifo && memcmp(in_place, got.data(), c.length) == 0;
+      }
       view.Finish(c.pos);
-      fifo = fifo && got[0] == (received & 0xff) && got[999] == (received & 0xff);
+      fifo = fifo && got[0] == (received & 0xff) && got[899] == (received & 0xff);
       ++received;
     }
   }
   Check(fifo && sent > 8, "ring: messages come out in order, whole, across the wrap, as room comes back");
+  Check(wrapped > 0 && whole > wrapped, "ring: PayloadIfWhole gives the payload in place, and null for one that wraps");
   Check(words[r::kCount] == static_cast<uint32_t>(sent - received) && words[r::kLock] == 0 && words[r::kLockStart] == 0,
         "ring: COUNT follows puts and takes; the mutex is free after each call");
   uint32_t bumps = words[r::kNotEmpty];
